@@ -67,7 +67,7 @@ def atomic_path(path):
     "Yield a temporary path next to `path` for a writer that wants a file name; move it to `path` on success."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp" + path.suffix)
     os.close(handle)
     try:
         yield Path(temporary)
