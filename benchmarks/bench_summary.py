@@ -17,13 +17,14 @@ from pathlib import Path
 from neuroseq.synthetic import SyntheticConfig, write_synthetic_nwb
 
 MEASURE = r"""
-import json, resource, sys, time
+import json, sys, time
 start = time.perf_counter()
 from neuroseq.nwb import summarize_nwb
 imported = time.perf_counter()
 summary = summarize_nwb(sys.argv[1])
 done = time.perf_counter()
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
+# VmHWM: this process's peak resident memory since exec (ru_maxrss would report the parent's peak if larger).
+peak_mb = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) / 1024
 print(json.dumps(dict(import_s=imported - start, summary_s=done - imported, peak_mb=peak_mb,
                       n_units=summary["n_units"], n_spikes=summary["n_spikes"], series=len(summary["series"]))))
 """
