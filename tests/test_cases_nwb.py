@@ -164,3 +164,78 @@ def test_20_course_is_cpu_safe():
             needs_gpu = ".cuda()" in source or "device='cuda'" in source or 'device="cuda"' in source
             flagged = source.lstrip().startswith(("#| cuda", "#|cuda")) or "cuda.is_available()" in source
             assert not needs_gpu or flagged, f"{notebook_path.name}: a GPU-only cell is neither flagged `#| cuda` nor guarded"
+
+
+# Siblings of the cases: the same faults in places and forms the case folder does not hold ---------------------------
+
+def write_units_in(path, module_name, table_name, also_root=False):
+    "Write an NWB file whose units table lives in processing/<module_name>/<table_name>, and optionally /units too."
+    import datetime
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.misc import Units
+
+    nwbfile = NWBFile(session_description="sibling", identifier=path.stem,
+                      session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+    units = Units(name=table_name, description="sorted elsewhere")
+    for times in ([1.1, 1.2, 3.5], [1.4]):
+        units.add_unit(spike_times=times)
+    nwbfile.create_processing_module(module_name, "spike sorting output").add(units)
+    if also_root:
+        nwbfile.add_unit(spike_times=[1.05])
+    for index in range(3):
+        nwbfile.add_trial(start_time=1.0 + 2 * index, stop_time=2.0 + 2 * index)
+    with NWBHDF5IO(path, "w") as io:
+        io.write(nwbfile)
+    return path
+
+
+def test_02_units_under_any_module_name(tmp_path):
+    path = write_units_in(tmp_path / "sorted.nwb", "spike_sorting", "kilosort_units")
+    counts = trial_spike_counts(path, window_s=(0, 1), bin_ms=100)
+    np.testing.assert_array_equal(counts.counts.sum(axis=(0, 1)), [3, 1])  # 3.5 s falls in the second trial
+    assert summarize_nwb(path)["units_path"] == "processing/spike_sorting/kilosort_units"
+
+
+def test_02_root_units_preferred_and_other_table_selectable(tmp_path):
+    path = write_units_in(tmp_path / "both.nwb", "ecephys", "units", also_root=True)
+    assert trial_spike_counts(path, window_s=(0, 1), bin_ms=100).counts.sum() == 1  # /units
+    other = trial_spike_counts(path, window_s=(0, 1), bin_ms=100, units="processing/ecephys/units")
+    assert other.counts.sum() == 4
+    assert "several_units_tables" in note_codes(path)  # the second table is mentioned, not hidden
+
+
+def test_non_finite_spike_times_dropped(tmp_path):
+    from test_explore import regular_trials, write_nwb
+
+    path = write_nwb(tmp_path / "nan_spikes.nwb", units=[[1.1, float("nan"), 1.3], [float("inf"), 3.2]],
+                     trials=regular_trials())
+    with pytest.warns(UserWarning, match="2 spike times .* NaN or infinite"):
+        counts = trial_spike_counts(path, window_s=(0, 1), bin_ms=100)
+    np.testing.assert_array_equal(counts.counts.sum(axis=(0, 1)), [2, 1])
+    assert "non_finite_spike_times" in note_codes(path)
+
+
+def test_07_series_inside_processing_lfp_container(tmp_path):
+    "An ElectricalSeries inside processing/ecephys/LFP is found by name, with its rate and start time."
+    import datetime
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.ecephys import LFP, ElectricalSeries
+
+    nwbfile = NWBFile(session_description="lfp", identifier="lfp",
+                      session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+    device = nwbfile.create_device("probe")
+    group = nwbfile.create_electrode_group("shank", description="", location="CA1", device=device)
+    nwbfile.add_electrode(group=group, location="CA1")
+    region = nwbfile.create_electrode_table_region([0], "one channel")
+    times = 0.5 + np.arange(2000) / 100.0
+    series = ElectricalSeries(name="lfp_filtered", data=times[:, None], electrodes=region, starting_time=0.5, rate=100.0)
+    nwbfile.create_processing_module("ecephys", "processed").add(LFP(electrical_series=series))
+    for start in (1.0, 5.0):
+        nwbfile.add_trial(start_time=start, stop_time=start + 1)
+    with NWBHDF5IO(tmp_path / "lfp.nwb", "w") as io:
+        io.write(nwbfile)
+    windows = trial_series_windows(tmp_path / "lfp.nwb", "lfp_filtered", window_s=(0, 1))
+    assert windows.data.shape == (2, 100, 1)
+    np.testing.assert_allclose(windows.data[:, 0, 0], [1.0, 5.0], atol=1e-6)
