@@ -351,10 +351,11 @@ def test_train_and_evaluate_round_trip(tmp_path, capsys):
     evaluation = argparse.Namespace(paths=[folder], model_dir=out, out=tmp_path / "scores", label_pattern=None)
     assert evaluate_audio(evaluation, config) == 0
     printed = capsys.readouterr().out
-    assert "accuracy" in printed and "true\\pred" in printed
+    assert "60 training recordings left out" in printed
+    assert "true\\pred" in printed
     scores = json.loads((tmp_path / "scores" / "evaluation.json").read_text())
-    assert scores["held_out"]["accuracy"] == metrics["accuracy"]  # the same features, the same model
-    assert scores["all"]["n_test"] == 160
+    assert scores["accuracy"] == metrics["accuracy"]  # the same features, the same model, the held-out takes
+    assert scores["n_test"] == 100
 
 
 def test_transformer_trains_a_few_steps(tmp_path):
@@ -390,3 +391,32 @@ def test_evaluate_rejects_unknown_labels(tmp_path):
 def test_audio_extensions_include_common_formats():
     for extension in (".wav", ".flac", ".mp3", ".ogg", ".aiff"):
         assert extension in AUDIO_EXTENSIONS
+
+
+# ---- the command line
+
+
+def test_cli_trains_and_reproduces_through_evaluate(tmp_path):
+    from conftest import run_neuroseq
+
+    folder = fsdd_subset(tmp_path, speakers=("nicolas", "george"), takes=range(7))
+    out = tmp_path / "model"
+    trained = run_neuroseq("train", folder, "--epochs", "1", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    assert "held-out accuracy" in trained.stdout
+    accuracy = json.loads((out / "metrics.json").read_text())["accuracy"]
+    evaluated = run_neuroseq("evaluate", "--model", out)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"accuracy {accuracy:.3f} on 100 recordings" in evaluated.stdout
+
+
+def test_cli_one_class_folder_exits_2_naming_it(tmp_path):
+    from conftest import run_neuroseq
+
+    for take in range(6):
+        soundfile.write(tmp_path / f"4_ann_{take}.wav", TONE, RATE)
+    result = run_neuroseq("train", tmp_path, "--out", tmp_path / "model")
+    assert result.returncode == 2
+    assert str(tmp_path) in result.stderr
+    assert "at least 2 classes" in result.stderr
+    assert "Traceback" not in result.stderr
