@@ -126,7 +126,7 @@ def test_link_checker_finds_broken_targets(tmp_path):
 def test_nbdev_proc_nbs_succeeds(tmp_path):
     "Process every notebook for Quarto, as `nbdev-docs` does first, on a copy of the project."
     failures, proc_path = check_site.process_notebooks(tmp_path, timeout_s=600)
-    assert failures == [], "nbdev-proc-nbs failed:\n" + "\n".join(failures)
+    assert failures == [], "\n".join(failures)
     processed = {path.relative_to(proc_path) for path in proc_path.rglob("*") if path.is_file()}
     for page in check_site.site_pages(NBS):
         assert page.relative_to(NBS) in processed, f"nbdev-proc-nbs did not write {page.relative_to(NBS)}"

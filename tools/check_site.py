@@ -7,9 +7,9 @@ Quarto cannot be installed on the machines this project is tested on, so this ch
 
 1. copies the project into a scratch folder beside a link to `../shared` and runs
    `nbdev-proc-nbs` there (it rewrites `nbs/nbdev.yml` and `neuroseq/_modidx.py`, so never in place);
-2. renders each processed notebook with nbconvert and each `.qmd` page as a one-cell notebook,
-   without executing anything, into DIR/html, under the file names Quarto gives them
-   (`03_audio.ipynb` becomes `audio.html`); the blog listing becomes a plain list of its posts;
+2. renders each processed notebook with nbconvert, and each `.qmd` page as a one-cell notebook,
+   into DIR/html without executing anything. Pages get the file names Quarto gives them
+   (`03_audio.ipynb` becomes `audio.html`), and the blog listing becomes a plain list of its posts;
 3. serves DIR/html on 127.0.0.1 and loads each page in headless Chromium over the DevTools
    protocol, with every host other than 127.0.0.1 unreachable;
 4. saves a screenshot of each page in DIR/screenshots and a summary in DIR/report.json.
@@ -221,16 +221,38 @@ def copy_project(destination: Path) -> Path:
     return project
 
 
-def _run_proc_nbs(project: Path, timeout_s: float, skipped: list[str]) -> tuple[int, str]:
-    "Run `nbdev-proc-nbs` in `project`, leaving out the notebooks named in `skipped`; return its status and output."
-    command = ["nbdev-proc-nbs", "--n-workers", "1"]
-    if skipped:
-        command += ["--skip-file-re", "^(" + "|".join(re.escape(name) for name in skipped) + ")$"]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+# Processes each page the way `nbdev-proc-nbs` does, but goes on after a page that fails and prints
+# "FAILED <page>" with the error for each. NOTE: it calls nbdev's private helpers (`nbdev.serve._proc_file`,
+# `nbdev.serve_drv.main`, nbdev 3.3), so a later nbdev may need this changed; it only runs after a failure.
+_PROCESS_EACH_PAGE = """
+import traceback
+from pathlib import Path
+import nbdev.serve_drv
+from nbdev.config import get_config
+from nbdev.doclinks import nbglob
+from nbdev.serve import _proc_file
+
+config = get_config()
+cache, nbs = config.config_path / "_proc", config.nbs_path
+for source in nbglob(nbs, func=Path, file_glob="", file_re=""):
+    job = _proc_file(source, cache=cache, path=nbs)
+    if job is None:
+        continue
+    try:
+        nbdev.serve_drv.main(job)
+    except Exception as error:
+        print(f"FAILED {source.relative_to(nbs)}\\n{error}\\nEND FAILED", flush=True)
+"""
+
+
+def _run(command: list[str], project: Path, timeout_s: float) -> tuple[int, str]:
+    "Run `command` in `project`, importing neuroseq from there; return its exit status (124: timed out) and output."
+    # The project's own package, not whichever checkout `pip install -e` last pointed the environment at.
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")]))}
     try:
         result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=max(1, timeout_s))
     except subprocess.TimeoutExpired as error:
-        return 124, f"nbdev-proc-nbs timed out after {timeout_s:.0f} s\n{error.stdout or ''}{error.stderr or ''}"
+        return 124, f"{command[0]} timed out after {timeout_s:.0f} s\n{error.stdout or ''}{error.stderr or ''}"
     return result.returncode, result.stdout + result.stderr
 
 
@@ -267,28 +289,55 @@ def describe_proc_failure(output: str, nbs_path: Path = NBS) -> str:
     return where
 
 
-def process_notebooks(destination: Path, timeout_s: float = 300, retries: int = 5) -> tuple[list[str], Path]:
+def process_notebooks(destination: Path, timeout_s: float = 300) -> tuple[list[str], Path]:
     """Run `nbdev-proc-nbs` on a copy of the project in `destination`.
 
-    `nbdev-proc-nbs` stops at the first notebook that fails. To find every failing notebook in one go,
-    it runs again up to `retries` times without the notebooks that failed, keeping the pages already processed. Returns one line per failure (empty when it succeeded) and the `_proc` folder."""
+    `nbdev-proc-nbs` stops at the first page that fails, so after a failure the remaining pages are
+    processed one by one, to name every failing page in one go and to leave as many processed pages as
+    possible for rendering. Returns one line per failure (empty when it succeeded) and the `_proc` folder."""
     project = copy_project(destination)
     deadline = time.monotonic() + timeout_s
-    failures: list[str] = []
-    skipped: list[str] = []
-    for _ in range(retries + 1):
-        status, output = _run_proc_nbs(project, deadline - time.monotonic(), skipped)
-        if status == 0:
-            break
-        failures.append(f"status {status}: {describe_proc_failure(output, project / 'nbs')}")
-        page, _, _, _ = failed_cell(output, project / "nbs")
-        if status == 124 or page is None or page.name in skipped or time.monotonic() > deadline:
-            break
-        skipped.append(page.name)
+    status, output = _run(["nbdev-proc-nbs", "--n-workers", "1"], project, timeout_s)
+    if status == 0:
+        return [], project / "_proc"
+    if status == 124:
+        return [f"nbdev-proc-nbs timed out after {timeout_s:.0f} s"], project / "_proc"
+
+    failures = [f"nbdev-proc-nbs failed with status {status}: {describe_proc_failure(output, project / 'nbs')}"]
+    each_status, each_output = _run([sys.executable, "-c", _PROCESS_EACH_PAGE], project, deadline - time.monotonic())
+    if each_status == 124:
+        failures.append("processing the remaining pages one by one timed out, so more pages may fail than listed here")
+    elif each_status != 0:
+        failures.append(f"processing the remaining pages one by one failed with status {each_status}: {each_output[-300:]}")
+    first_page, _, _, _ = failed_cell(output, project / "nbs")
+    for page, error in re.findall(r"^FAILED (.+?)\n(.*?)\nEND FAILED$", each_output, flags=re.DOTALL | re.MULTILINE):
+        if first_page is None or Path(page) != first_page.relative_to(project / "nbs"):
+            failures.append(f"nbdev-proc-nbs also fails on {describe_proc_failure(error, project / 'nbs')}")
     return failures, project / "_proc"
 
 
 # ---------------------------------------------------------------- rendering with nbconvert
+
+# Pages whose content is their outputs and that run in well under a minute: when nbdev-proc-nbs did not
+# process them, the check executes them itself rather than render an empty page.
+EXECUTED_WHEN_UNPROCESSED = {"reference.ipynb"}
+
+
+def execute_notebook(source: Path, target: Path, timeout_s: float) -> list[str]:
+    "Execute a notebook in its folder with this checkout's package and write it to `target`; return any problem."
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    notebook = nbformat.read(source, as_version=4)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    try:
+        ExecutePreprocessor(timeout=max(10, int(timeout_s)), kernel_name="python3").preprocess(
+            notebook, {"metadata": {"path": str(source.parent)}})
+    except (CellExecutionError, TimeoutError, RuntimeError) as error:
+        shutil.copy2(source, target)
+        return [f"{source.relative_to(NBS)} failed to execute: {str(error).strip().splitlines()[-1][:300]}"]
+    nbformat.write(notebook, target)
+    return []
+
 
 def _title_cell(frontmatter: dict, fallback: str) -> nbformat.NotebookNode:
     title = frontmatter.get("title", fallback)
@@ -427,6 +476,8 @@ class DevTools:
 
     def wait_for(self, event: str, timeout_s: float) -> bool:
         "Wait for an event (or find it among those already received); False when it did not come in time."
+        import websocket
+
         deadline = time.monotonic() + timeout_s
         if any(message["method"] == event for message in self.events):
             return True
@@ -435,10 +486,8 @@ class DevTools:
             while time.monotonic() < deadline:
                 try:
                     message = json.loads(self.socket.recv())
-                except Exception as error:  # websocket-client raises its own timeout type
-                    if "timed out" in str(error).lower():
-                        continue
-                    raise
+                except websocket.WebSocketTimeoutException:
+                    continue
                 if "method" in message:
                     self.events.append(message)
                     if message["method"] == event:
@@ -570,14 +619,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("nbdev-proc-nbs on a copy of the project ...", flush=True)
         failures, proc_path = process_notebooks(scratch, timeout_s=max(30, (deadline - time.monotonic()) * 0.6))
-        problems += [f"nbdev-proc-nbs failed with {failure}" for failure in failures]
+        problems += failures
         if not proc_path.exists():
             proc_path.mkdir()
         # Pages that nbdev-proc-nbs could not process are rendered from their sources, so the rest is still checked.
         for source in site_pages(NBS):
             relative = source.relative_to(NBS)
-            if not (proc_path / relative).exists():
-                (proc_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            if (proc_path / relative).exists():
+                continue
+            (proc_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            if relative.as_posix() in EXECUTED_WHEN_UNPROCESSED:
+                problems += execute_notebook(source, proc_path / relative, timeout_s=min(180, deadline - time.monotonic()))
+            else:
                 shutil.copy2(source, proc_path / relative)
         for other in NBS.rglob("*"):
             relative = other.relative_to(NBS)
