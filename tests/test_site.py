@@ -4,9 +4,11 @@ Quarto is not installed where these tests run, so they read the config the way Q
 `_quarto.yml` plus its metadata files (`nbdev.yml`, the hand-written `sidebar.yml`). The pages are
 rendered and loaded in a browser by `.ci/site` (tools/check_site.py), not here.
 """
+import re
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -96,6 +98,24 @@ def test_page_has_title_and_description(page):
     frontmatter = check_site.read_frontmatter(page)
     assert frontmatter.get("title"), f"{page} has no title in its frontmatter (a first cell `---\\ntitle: ...\\n---`)"
     assert frontmatter.get("description"), f"{page} has no description in its frontmatter"
+
+
+def _lessons_present():
+    return [pytest.param(NBS / name, id=name) for name in LESSONS if (NBS / name).exists()]
+
+
+@pytest.mark.parametrize("lesson", _lessons_present())
+def test_lesson_opens_and_ends_in_prose(lesson):
+    "A lesson says what it builds before its first code, and ends with exercises for the reader."
+    cells = [cell for cell in nbformat.read(lesson, as_version=4).cells if cell.source.strip()]
+    body = cells[1:]  # after the frontmatter cell
+    code = [i for i, cell in enumerate(body) if cell.cell_type == "code" and not cell.source.startswith("#| default_exp")]
+    first_code = code[0] if code else len(body)
+    opening = [cell for cell in body[:first_code] if cell.cell_type == "markdown"]
+    assert opening, f"{lesson.name} starts with code, not with what it builds"
+    last_markdown = [cell.source for cell in body if cell.cell_type == "markdown"][-1]
+    assert re.search(r"^#+ .*exercises", last_markdown, flags=re.IGNORECASE | re.MULTILINE), \
+        f"{lesson.name} does not end with an Exercises section"
 
 
 @pytest.mark.parametrize("page", _pages_with_titles())
