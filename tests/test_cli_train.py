@@ -35,11 +35,12 @@ def test_train_without_path_writes_every_file(trained_synthetic):
     assert config["preprocessing"]["label"] == "condition"
 
 
-def test_train_split_has_no_shared_trial(trained_synthetic):
+def test_train_records_held_out_trials(trained_synthetic):
     out, _ = trained_synthetic
     config = json.loads((out / "config.json").read_text())
     (test_trials,) = config["provenance"]["test_trials"].values()
-    assert len(test_trials) == 24 and len(set(test_trials)) == 24
+    assert len(test_trials) == 24
+    assert len(set(test_trials)) == 24
 
 
 def test_evaluate_reproduces_test_accuracy(trained_synthetic):
@@ -71,7 +72,8 @@ def test_train_pooled_sessions_and_evaluate(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "pseudo-population"
-    assert metrics["n_train"] == 7 * 40 and metrics["n_test"] == 7 * 10
+    assert metrics["n_train"] == 7 * 40
+    assert metrics["n_test"] == 7 * 10
     config = json.loads((out / "config.json").read_text())
     assert sum(len(units) for units in config["preprocessing"]["units"].values()) == 4 + 4 + 6
     evaluation = run_neuroseq("evaluate", "--model", out)
