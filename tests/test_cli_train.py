@@ -99,6 +99,7 @@ BAD_OPTIONS = [
     (["--model", "bogus"], "bogus"),
     (["--series", "lfp", "--pool-sessions"], "--pool-sessions"),
     (["--split", "take"], "--split 'take'"),
+    (["--threads", "0"], "--threads 0"),
 ]
 
 
