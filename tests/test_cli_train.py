@@ -160,3 +160,44 @@ def test_generate_objective_without_module_is_clear(tmp_path):
     result = run_neuroseq("train", "--objective", "generate", "--out", tmp_path / "model")
     assert result.returncode == 2
     assert "neuroseq.cli_generate" in result.stderr
+
+
+def test_train_resume_after_ctrl_c_matches_full_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from conftest import REPO
+
+    options = ["train", "--epochs", "30", "--permutations", "0", "--seed", "3"]
+    full = run_neuroseq(*options, "--out", tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+
+    interrupted_dir = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "neuroseq", *options, "--out", str(interrupted_dir)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = interrupted_dir / "last_epoch.safetensors"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before it could be interrupted")
+    assert process.returncode == 130, stderr
+    assert checkpoint.exists()
+    assert not (interrupted_dir / "metrics.json").exists()
+
+    resumed = run_neuroseq(*options, "--out", interrupted_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    full_weights = load_file(tmp_path / "full" / "model.safetensors")
+    resumed_weights = load_file(interrupted_dir / "model.safetensors")
+    for name, value in full_weights.items():
+        assert (resumed_weights[name] - value).abs().max() < 1e-5, name
+    full_metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    resumed_metrics = json.loads((interrupted_dir / "metrics.json").read_text())
+    assert resumed_metrics["accuracy"] == full_metrics["accuracy"]
+    assert len(resumed_metrics["history"]) == 30
