@@ -35,7 +35,7 @@ def config():
     return check_site.load_quarto_config(NBS)
 
 
-def _pages_with_titles():
+def _page_params():
     return [pytest.param(page, id=page.relative_to(NBS).as_posix()) for page in check_site.site_pages(NBS)]
 
 
@@ -52,7 +52,7 @@ def test_config_files_parse():
 def test_nbdev_yml_matches_pyproject():
     "`nbdev-proc-nbs` rewrites nbdev.yml from pyproject.toml, so a hand edit would be lost and show up as a diff."
     from nbdev.config import get_config
-    from nbdev.quarto import _nbdev_yml
+    from nbdev.quarto import _nbdev_yml  # NOTE: nbdev 3.3's private template; a later nbdev may rename it
 
     settings = get_config(REPO)
     values = {key: settings[key] for key in ("title", "description", "branch", "git_url", "doc_host", "doc_baseurl")}
@@ -93,7 +93,7 @@ def test_blog_listing_has_posts():
             assert "date" in check_site.read_frontmatter(post), f"{post} has no date, which the listing sorts and shows"
 
 
-@pytest.mark.parametrize("page", _pages_with_titles())
+@pytest.mark.parametrize("page", _page_params())
 def test_page_has_title_and_description(page):
     frontmatter = check_site.read_frontmatter(page)
     assert frontmatter.get("title"), f"{page} has no title in its frontmatter (a first cell `---\\ntitle: ...\\n---`)"
@@ -118,7 +118,7 @@ def test_lesson_opens_and_ends_in_prose(lesson):
         f"{lesson.name} does not end with an Exercises section"
 
 
-@pytest.mark.parametrize("page", _pages_with_titles())
+@pytest.mark.parametrize("page", _page_params())
 def test_relative_links_and_images_resolve(page):
     broken = []
     for markdown in check_site.markdown_texts(page):
