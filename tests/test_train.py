@@ -143,3 +143,13 @@ def test_load_model_never_unpickles(tmp_path):
     with pytest.raises(Exception) as error:
         load_model(tmp_path)
     assert "pickle" not in type(error.value).__module__
+
+
+def test_early_stopping_stops_before_last_epoch():
+    train_x, train_y, test_x, test_y = _data()
+    set_seed(0)
+    model = TransformerClassifier(5, 3, d_model=16, n_heads=2, n_layers=1)
+    shuffled = np.random.default_rng(0).permutation(train_y)  # nothing to learn: the validation loss cannot keep falling
+    learner = fit_classifier(model, train_x, shuffled, test_x, test_y, epochs=40, lr=5e-2, batch_size=8, seed=0,
+                             device="cpu", early_stopping_patience=2)
+    assert len(learner.recorder.values) < 40
