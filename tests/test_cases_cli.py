@@ -95,3 +95,21 @@ def test_12_nwb1_file_rejected(tmp_path):
     path = case_file("12-nwb1-legacy-file", "legacy_nwb1.nwb")
     result, _ = train(tmp_path, path, "--label", "stim")
     assert_one_line_error(result, "NWB 1.x", "NWB-1.0.5", "only NWB 2.x is supported")
+
+
+def test_05_rescaled_spike_times_train(tmp_path):
+    path = case_file("05-spike-times-in-samples", "spikes_in_samples.nwb")
+    result, out = train(tmp_path, path, "--window", "0", "0.5", "--label", "stim", "--spike-times-sampling-rate", "30000")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["baseline_accuracy"] >= 0.8  # grating trials carry about 3.6 spikes per unit, noise trials under 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["preprocessing"]["spike_times_sampling_rate"] == 30000
+
+
+def test_02_units_table_option(tmp_path):
+    path = case_file("02-units-in-processing-module", "units_in_processing.nwb")
+    result, _ = train(tmp_path, path, "--window", "0", "1", "--label", "choice", "--units-table", "processing/ecephys/units")
+    assert result.returncode == 0, result.stderr
+    result, _ = train(tmp_path, path, "--window", "0", "1", "--label", "choice", "--units-table", "units")
+    assert_one_line_error(result, "units_in_processing.nwb", "no units table at 'units'", "processing/ecephys/units")
