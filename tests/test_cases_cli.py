@@ -111,5 +111,5 @@ def test_02_units_table_option(tmp_path):
     path = case_file("02-units-in-processing-module", "units_in_processing.nwb")
     result, _ = train(tmp_path, path, "--window", "0", "1", "--label", "choice", "--units-table", "processing/ecephys/units")
     assert result.returncode == 0, result.stderr
-    result, _ = train(tmp_path, path, "--window", "0", "1", "--label", "choice", "--units-table", "units")
-    assert_one_line_error(result, "units_in_processing.nwb", "no units table at 'units'", "processing/ecephys/units")
+    result, _ = train(tmp_path, path, "--window", "0", "1", "--label", "choice", "--units-table", "sorted_units")
+    assert_one_line_error(result, "units_in_processing.nwb", "no units table at 'sorted_units'", "processing/ecephys/units")
