@@ -126,7 +126,7 @@ def test_read_audio_errors_name_the_file(tmp_path):
 
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0), RATE)
-    with pytest.raises(NeuroseqError, match="empty.wav: the audio file holds no samples"):
+    with pytest.raises(NeuroseqError, match="empty.wav: the audio file contains no samples"):
         read_audio(empty)
 
     broken = tmp_path / "nan.wav"
@@ -345,7 +345,8 @@ def test_train_and_evaluate_round_trip(tmp_path, capsys):
     assert config["preprocessing"]["label_pattern"] == FSDD_PATTERN
     assert len(config["preprocessing"]["feature_mean"]) == 40
     assert config["provenance"]["test_takes"] == [0, 1, 2, 3, 4]
-    assert metrics["n_test"] == 100 and metrics["n_train"] == 60
+    assert metrics["n_test"] == 100
+    assert metrics["n_train"] == 60
     assert all(np.isfinite(row[1]) and np.isfinite(row[2]) for row in metrics["history"])
 
     evaluation = argparse.Namespace(paths=[folder], model_dir=out, out=tmp_path / "scores", label_pattern=None)

@@ -105,7 +105,8 @@ def test_case16_every_normalisation_and_mu_law_stays_finite():
             normalised = normalize_waveform(waveform, method)
             assert np.isfinite(normalised).all(), (name, method)
             classes = mu_law_encode(normalised)
-            assert classes.min() >= 0 and classes.max() <= 255
+            assert classes.min() >= 0
+            assert classes.max() <= 255
     silent, _ = read_audio(folder / "noise_silent.wav")
     assert set(mu_law_encode(silent).tolist()) == {128}
 
@@ -139,7 +140,7 @@ def test_case16_training_loss_finite_at_every_step():
 # ---- 18: MP3 files and a text file in one folder
 
 
-def test_case18_scan_takes_eight_audio_files_and_notes_text():
+def test_case18_folder_scan_ignores_text():
     folder = shared_folder("cases", "18-mp3-input", "audio")
     audio, other = find_audio_files(folder)
     assert len(audio) == 8
@@ -185,5 +186,6 @@ def test_case18_renamed_text_file_is_skipped_with_name(tmp_path):
     assert len(records) == 8
     assert [file.name for file, _ in records.skipped] == ["up_2.mp3"]
     reason = records.skipped[0][1]
-    assert "up_2.mp3" in reason and "NoBackendError" not in reason
+    assert "up_2.mp3" in reason
+    assert "NoBackendError" not in reason
     assert "ffmpeg" in reason or "libsndfile" in reason
