@@ -229,6 +229,23 @@ def test_cli_interpret_synthetic(model_dir, tmp_path):
         assert (out / name).stat().st_size > 0, name
 
 
+def test_cli_interpret_spike_generator(tmp_path):
+    model_dir = tmp_path / "gpt"
+    trained = run_neuroseq("train", "--objective", "generate", "--model", "gpt", "--epochs", "3", "--out", model_dir)
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "interpret"
+    result = run_neuroseq("interpret", "--model", model_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((out / "interpret.json").read_text())
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    # the rebuilt split gives the held-out score that training reported
+    assert written["held_out_bits_per_spike"] == pytest.approx(metrics["held_out_bits_per_spike"], rel=1e-6)
+    assert len(written["head_ablation"]["zero"]) == 8
+    assert 0 < written["probes"]["decoder.blocks.1"]["r2"] <= 1
+    for name in ("attention.png", "ablation.png", "probes.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
 def test_cli_missing_model_dir(tmp_path):
     result = run_neuroseq("interpret", "--model", tmp_path / "nothing", "--out", tmp_path / "out")
     assert result.returncode == 2
@@ -238,7 +255,7 @@ def test_cli_missing_model_dir(tmp_path):
 
 @pytest.mark.parametrize("kind, architecture, message", [
     ("audio", "audio-resnet", "audio classifier"),
-    ("generative-spikes", "neural-gpt", "generative models are not supported"),
+    ("generative-audio", "gpt", "other generative models are not supported"),
 ])
 def test_cli_rejects_unsupported_model(tmp_path, kind, architecture, message):
     model_dir = tmp_path / kind
