@@ -45,6 +45,13 @@ def default_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 # %% ../nbs/00_core.ipynb #c729f891
+def _use_default_permissions(path) -> None:
+    "Give `path` the permissions of a newly created file (mkstemp makes it readable by its owner only)."
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", **open_kwargs):
     "Open a temporary file next to `path` for writing, and move it to `path` only if the block succeeds."
@@ -52,6 +59,7 @@ def atomic_write(path, mode: str = "w", **open_kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    _use_default_permissions(temporary)
     try:
         with open(temporary, mode, **open_kwargs) as file:
             yield file
@@ -69,6 +77,7 @@ def atomic_path(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp" + path.suffix)
     os.close(handle)
+    _use_default_permissions(temporary)
     try:
         yield Path(temporary)
         os.replace(temporary, path)
