@@ -412,6 +412,11 @@ def render_site(proc_path: Path, html_path: Path, config: dict) -> list[str]:
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
 
+    if sys.prefix != sys.base_prefix:
+        # In a virtual environment made with --system-site-packages, Jupyter searches the environment's share/jupyter
+        # but not the base interpreter's, where nbconvert's templates were installed.
+        base_share = str(Path(sys.base_prefix) / "share" / "jupyter")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [os.environ.get("JUPYTER_PATH"), base_share]))
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
     rendered = []
