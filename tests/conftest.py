@@ -29,3 +29,13 @@ def run_neuroseq(*args, cwd=None, timeout=600):
 def isolated_data_home(tmp_path_factory, monkeypatch):
     "Give each test session its own NEUROSEQ_DATA so cached synthetic files never leak between runs."
     monkeypatch.setenv("NEUROSEQ_DATA", str(tmp_path_factory.getbasetemp() / "neuroseq_data"))
+
+
+def assert_one_line_error(result, *fragments):
+    "Check that a `neuroseq` run failed with exit status 2 and one error line that contains every fragment."
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("neuroseq: error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_neuroseq, shared_folder
+from conftest import assert_one_line_error, run_neuroseq, shared_folder
 
 QUICK = ["--model", "linear", "--epochs", "2", "--permutations", "10"]
 
@@ -16,15 +16,6 @@ def case_file(folder, name):
     if not path.exists():
         pytest.fail(f"{path} is missing")
     return path
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("neuroseq: error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0]
 
 
 def train(tmp_path, path, *options):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pynwb import NWBHDF5IO, NWBFile
 
-from conftest import DATA, run_neuroseq, shared_folder
+from conftest import assert_one_line_error, run_neuroseq, shared_folder
 from neuroseq.core import NeuroseqError
 from neuroseq.nwb import (NWBSession, bin_spike_trains, bin_spike_trains_reference, read_spike_trains, read_trials,
                           summarize_nwb, trial_spike_counts, window_bin_edges)
@@ -107,30 +107,21 @@ def test_binning_equals_reference_zhang_desimone():
 
 # Bad input --------------------------------------------------------------------------------------------------------
 
-def assert_cli_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("neuroseq: error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_missing_path(tmp_path):
     result = run_neuroseq("explore", tmp_path / "nope.nwb", "--out", tmp_path / "out")
-    assert_cli_error(result, "nope.nwb", "no such file")
+    assert_one_line_error(result, "nope.nwb", "no such file")
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
 def test_not_hdf5(tmp_path):
     (tmp_path / "fake.nwb").write_text("hello")
-    assert_cli_error(run_neuroseq("explore", tmp_path / "fake.nwb"), "fake.nwb", "not an HDF5 file")
+    assert_one_line_error(run_neuroseq("explore", tmp_path / "fake.nwb"), "fake.nwb", "not an HDF5 file")
 
 
 def test_hdf5_not_nwb(tmp_path):
     with h5py.File(tmp_path / "plain.nwb", "w") as file:
         file["data"] = np.arange(3)
-    assert_cli_error(run_neuroseq("explore", tmp_path / "plain.nwb"), "plain.nwb", "not NWB")
+    assert_one_line_error(run_neuroseq("explore", tmp_path / "plain.nwb"), "plain.nwb", "not NWB")
 
 
 def test_folder_with_bad_file_leaves_no_summary(tmp_path):
@@ -138,7 +129,7 @@ def test_folder_with_bad_file_leaves_no_summary(tmp_path):
     write_nwb(tmp_path / "data" / "good.nwb", units=[[1.0, 2.0]], trials=regular_trials())
     (tmp_path / "data" / "broken.nwb").write_text("truncated")
     result = run_neuroseq("explore", tmp_path / "data", "--out", tmp_path / "out")
-    assert_cli_error(result, "broken.nwb")
+    assert_one_line_error(result, "broken.nwb")
     assert not (tmp_path / "out" / "summary.json").exists()
     assert not list(tmp_path.rglob("*.tmp"))
 
