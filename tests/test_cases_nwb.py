@@ -38,7 +38,8 @@ def test_01_spike_times_index_trap(tmp_path):
     np.testing.assert_array_equal(counts.counts[is_a].sum(axis=(0, 1)), [22, 9, 21, 11, 26])
     np.testing.assert_array_equal(counts.counts[~is_a].sum(axis=(0, 1)), [7, 9, 5, 11, 10])
     result = run_neuroseq("explore", path, "--out", tmp_path)
-    assert "5 units" in result.stdout and "545 spikes" in result.stdout
+    assert "5 units" in result.stdout
+    assert "545 spikes" in result.stdout
 
 
 def test_02_units_in_processing_module(tmp_path):
@@ -63,8 +64,10 @@ def test_04_trial_relative_spike_times():
     with pytest.raises(NeuroseqError) as error:
         trial_spike_counts(path, table="trials", align="start_time", window_s=(0, 1))
     message = str(error.value)
-    assert "trial_relative.nwb" in message and "'trials'" in message
-    assert "zero duration" in message and "trial-relative" in message
+    assert "trial_relative.nwb" in message
+    assert "'trials'" in message
+    assert "zero duration" in message
+    assert "trial-relative" in message
 
 
 def test_04_relative_times_siblings(tmp_path):
@@ -80,7 +83,9 @@ def test_05_spike_times_in_samples():
     path = case("05-spike-times-in-samples", "spikes_in_samples.nwb")
     notes = summarize_nwb(path)["notes"]
     sample_note = [note["message"] for note in notes if note["code"] == "spike_times_look_like_samples"]
-    assert sample_note and "/ 30000" in sample_note[0] and "299.5" in sample_note[0]
+    assert sample_note
+    assert "/ 30000" in sample_note[0]
+    assert "299.5" in sample_note[0]
     with pytest.raises(NeuroseqError, match="no spikes fall in any trial window"):
         trial_spike_counts(path, window_s=(0, 0.5), bin_ms=100)
     rescaled = trial_spike_counts(path, window_s=(0, 0.5), bin_ms=100, spike_times_sampling_rate=30000)
@@ -133,7 +138,9 @@ def test_12_nwb1_legacy_file(tmp_path):
     result = run_neuroseq("explore", path, "--out", tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "NWB 1.x" in result.stderr and "NWB-1.0.5" in result.stderr and "only NWB 2.x is supported" in result.stderr
+    assert "NWB 1.x" in result.stderr
+    assert "NWB-1.0.5" in result.stderr
+    assert "only NWB 2.x is supported" in result.stderr
     assert not (tmp_path / "summary.json").exists()
 
 
@@ -154,7 +161,8 @@ def test_20_course_is_cpu_safe():
     "The course's config is nbdev 3's, and every cell that needs a GPU is flagged or guarded."
     assert not (REPO / "settings.ini").exists()
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert "[tool.nbdev]" in pyproject and "cuda" in pyproject
+    assert "[tool.nbdev]" in pyproject
+    assert "cuda" in pyproject
     for notebook_path in sorted((REPO / "nbs").glob("*.ipynb")):
         notebook = nbformat.read(notebook_path, as_version=4)
         for cell in notebook.cells:
