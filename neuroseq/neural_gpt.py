@@ -22,7 +22,7 @@ from .gpt import CausalDecoder, GPTConfig, _init_weights
 __all__ = ['logger', 'SpikeGPT', 'poisson_loss', 'generate_spikes', 'poisson_log_likelihood', 'bits_per_spike',
            'predict_expected_counts', 'true_expected_counts', 'SpikeTrials', 'split_trials', 'fit_spike_gpt',
            'spike_statistics', 'compare_statistics', 'plot_real_vs_generated', 'counts_to_spike_times',
-           'write_generated_nwb', 'session_windows']
+           'write_generated_nwb', 'unit_bits_per_spike', 'shrink_toward_null', 'fit_null_shrinkage']
 
 # %% ../nbs/06_generating_neural_data.ipynb #e51f7233
 logger = logging.getLogger(__name__)
@@ -312,21 +312,51 @@ def write_generated_nwb(path, counts: np.ndarray, conditions, bin_s: float, cond
             io.write(nwbfile)
     return Path(path)
 
-# %% ../nbs/06_generating_neural_data.ipynb #f8c5337f
-def session_windows(path, window_s: float = 2.0, bin_ms: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the whole span of the spike times of the NWB file at `path` into back-to-back windows.
+# %% ../nbs/06_generating_neural_data.ipynb #9f34611f
+def _unit_log_likelihood(expected_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    "Return each unit's Poisson log-likelihood (units,) of counts (trials, bins, units) without the log y! term."
+    counts = np.asarray(counts, dtype=np.float64)
+    expected_counts = np.maximum(np.broadcast_to(np.asarray(expected_counts, dtype=np.float64), counts.shape), 1e-12)
+    observed = ~np.isnan(counts)
+    terms = np.where(observed, np.nan_to_num(counts) * np.log(expected_counts) - expected_counts, 0.0)
+    return terms.sum(axis=(0, 1))
 
-    Returns (counts (windows, bins, units) float64, window start times (windows,) in seconds).
+
+def unit_bits_per_spike(expected_counts: np.ndarray, counts: np.ndarray,
+                        null_expected_counts: np.ndarray) -> np.ndarray:
+    """Return the bits per spike of each unit (units,) on `counts` (trials, bins, units); NaN for a unit without spikes.
+
+    The population's `bits_per_spike` is the mean of these values weighted by each unit's spike count.
     """
-    from neuroseq.nwb import NWBSession, bin_spike_trains, read_spike_trains, window_bin_edges
+    gain = _unit_log_likelihood(expected_counts, counts) - _unit_log_likelihood(null_expected_counts, counts)
+    n_spikes = np.nansum(np.asarray(counts, dtype=np.float64), axis=(0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_spikes > 0, gain / (n_spikes * math.log(2)), np.nan)
 
-    edges = window_bin_edges((0.0, window_s), bin_ms)
-    with NWBSession(path) as session:
-        trains = read_spike_trains(session)
-    if len(trains.times) == 0:
-        raise NeuroseqError(f"{path} has no spikes to cut into windows")
-    first, last = trains.times.min(), trains.times.max()
-    starts = first + np.arange(int((last - first) // window_s)) * window_s
-    if len(starts) == 0:
-        raise NeuroseqError(f"{path}: its spikes span {last - first:g} s, shorter than one window of {window_s:g} s")
-    return bin_spike_trains(trains.times, trains.ends, starts, edges).astype(np.float64), starts
+
+def shrink_toward_null(expected_counts: np.ndarray, null_expected_counts: np.ndarray,
+                       weights: np.ndarray) -> np.ndarray:
+    "Return expected counts `expected_counts ** weights * null_expected_counts ** (1 - weights)`, one weight per unit."
+    log_model = np.log(np.maximum(np.asarray(expected_counts, dtype=np.float64), 1e-12))
+    log_null = np.log(np.maximum(np.asarray(null_expected_counts, dtype=np.float64), 1e-12))
+    weights = np.asarray(weights, dtype=np.float64)
+    return np.exp(weights * log_model + (1 - weights) * log_null)
+
+
+def fit_null_shrinkage(expected_counts: np.ndarray, counts: np.ndarray, null_expected_counts: np.ndarray,
+                       candidates=np.linspace(0.0, 1.0, 21)) -> np.ndarray:
+    """Choose for each unit the weight in `candidates` that maximises the likelihood of `counts` after shrinking.
+
+    Fit it on validation trials (never on the test trials) with `expected_counts` and `counts` of shape
+    (trials, bins, units); return the weights (units,) for `shrink_toward_null`. Ties go to the smaller weight.
+    """
+    candidates = np.asarray(candidates, dtype=np.float64)
+    if candidates.ndim != 1 or len(candidates) == 0 or candidates.min() < 0 or candidates.max() > 1:
+        raise ValueError(f"candidates must be a non-empty 1-D array of weights between 0 and 1, got {candidates}")
+    n_units = np.shape(counts)[-1]
+    log_likelihoods = np.stack([
+        _unit_log_likelihood(shrink_toward_null(expected_counts, null_expected_counts, np.full(n_units, weight)),
+                             counts)
+        for weight in np.sort(candidates)
+    ])  # (candidates, units)
+    return np.sort(candidates)[np.argmax(log_likelihoods, axis=0)]

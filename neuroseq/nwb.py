@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'NEURODATA_UNITS', 'NEURODATA_INTERVALS', 'DANDI_API', 'SPIKE_CHUNK', 'NWBSession', 'is_remote',
            'dandi_asset_url', 'open_remote', 'read_table', 'SpikeTrains', 'merge_intervals', 'read_spike_trains',
            'window_bin_edges', 'sort_spike_trains', 'bin_spike_trains', 'bin_spike_trains_reference', 'TrialCounts',
-           'read_trials', 'trial_spike_counts', 'TrialWindows', 'series_timing', 'trial_series_windows',
-           'summarize_nwb', 'find_nwb_files', 'summarize_paths', 'format_summary']
+           'read_trials', 'trial_spike_counts', 'session_windows', 'TrialWindows', 'series_timing',
+           'trial_series_windows', 'summarize_nwb', 'find_nwb_files', 'summarize_paths', 'format_summary']
 
 # %% ../nbs/02_explore_nwb.ipynb #ff09195d
 NEURODATA_UNITS = "Units"
@@ -549,6 +549,33 @@ def trial_spike_counts(path, table: str = "trials", align: str = "start_time", w
     return TrialCounts(counts=counts, observed=observed, labels=labels, bin_edges_s=bin_edges_s,
                        unit_ids=trains.unit_ids, session_id=session_id, path=str(path), table=table, align=align,
                        window_s=(float(window_s[0]), float(window_s[1])), bin_ms=float(bin_ms))
+
+# %% ../nbs/02_explore_nwb.ipynb #ac7a6c42
+def session_windows(path, window_s: float = 2.0, bin_ms: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the whole span of the spike times of the NWB file at `path` into back-to-back windows.
+
+    Returns (counts (windows, bins, units) float64, window start times (windows,) in seconds). The last partial
+    window is dropped.
+
+    Raises
+    ------
+    NeuroseqError
+        For a file without spikes, or spikes that span less than one window.
+    """
+    edges = window_bin_edges((0.0, window_s), bin_ms)
+    with NWBSession(path) as session:
+        trains = read_spike_trains(session)
+    if len(trains.times) == 0:
+        raise NeuroseqError(f"{path} has no spikes to cut into windows")
+    times, n_unsorted = sort_spike_trains(trains.times, trains.ends)
+    if n_unsorted:
+        warnings.warn(f"{path}: spike times of {n_unsorted} unit(s) in {trains.path} are not in ascending order; "
+                      "they were sorted before binning")
+    first, last = times.min(), times.max()
+    starts = first + np.arange(int((last - first) // window_s)) * window_s
+    if len(starts) == 0:
+        raise NeuroseqError(f"{path}: its spikes span {last - first:g} s, shorter than one window of {window_s:g} s")
+    return bin_spike_trains(times, trains.ends, starts, edges).astype(np.float64), starts
 
 # %% ../nbs/02_explore_nwb.ipynb #eeea37b9
 @dataclasses.dataclass

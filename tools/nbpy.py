@@ -5,6 +5,8 @@
 
 Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, each line prefixed
 with `# `). Outputs are dropped, which is what `nbdev-clean` keeps in the repository anyway.
+`to-nb` keeps the id of every cell whose type and source are unchanged, so the `# %%` markers in the
+exported modules stay put.
 """
 import sys
 from pathlib import Path
@@ -57,10 +59,26 @@ def text_to_notebook(text):
     return notebook
 
 
+def keep_cell_ids(notebook, previous_path):
+    "Give cells of `notebook` the ids of cells with the same type and source in the notebook at `previous_path`."
+    previous = nbformat.read(previous_path, as_version=4)
+    ids = {}
+    for cell in previous.cells:
+        ids.setdefault((cell.cell_type, cell.source), []).append(cell.get("id"))
+    for cell in notebook.cells:
+        matches = ids.get((cell.cell_type, cell.source))
+        if matches:
+            cell["id"] = matches.pop(0)
+    return notebook
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "to-py":
         sys.stdout.write(notebook_to_text(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "to-nb":
-        nbformat.write(text_to_notebook(Path(sys.argv[2]).read_text()), sys.argv[3])
+        notebook = text_to_notebook(Path(sys.argv[2]).read_text())
+        if Path(sys.argv[3]).exists():
+            notebook = keep_cell_ids(notebook, sys.argv[3])
+        nbformat.write(notebook, sys.argv[3])
     else:
         sys.exit(__doc__)
