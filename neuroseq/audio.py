@@ -19,12 +19,12 @@ from .core import NeuroseqError, atomic_path, data_home, sha256_of
 
 # %% auto #0
 __all__ = ['logger', 'AUDIO_EXTENSIONS', 'FSDD_PATTERN', 'FSDD_COMMIT', 'FSDD_URL', 'FSDD_SPEAKERS', 'FSDD_MANIFEST_SHA256',
-           'mu_law_encode', 'mu_law_decode', 'read_audio', 'signal_problem', 'normalize_waveform', 'resample',
-           'trim_silence', 'AudioPreprocessing', 'log_mel_spectrogram', 'mfcc', 'pad_or_crop', 'prepare_waveform',
-           'raw_features', 'standardize_features', 'fit_standardization', 'compute_features', 'parse_file_name',
-           'AudioRecords', 'find_audio_files', 'load_audio_folder', 'split_by_take', 'split_by_group',
-           'leave_one_group_out', 'AudioAugment', 'frame_mask', 'AudioDataset', 'feature_array', 'fsdd_file_names',
-           'fsdd_manifest_digest', 'fetch_fsdd']
+           'FSDD_NAME', 'mu_law_encode', 'mu_law_decode', 'read_audio', 'signal_problem', 'normalize_waveform',
+           'resample', 'trim_silence', 'AudioPreprocessing', 'log_mel_spectrogram', 'mfcc', 'pad_or_crop',
+           'prepare_waveform', 'raw_features', 'standardize_features', 'fit_standardization', 'compute_features',
+           'parse_file_name', 'AudioRecords', 'find_audio_files', 'load_audio_folder', 'split_by_take',
+           'split_by_group', 'leave_one_group_out', 'AudioAugment', 'frame_mask', 'AudioDataset', 'feature_array',
+           'fsdd_file_names', 'fsdd_manifest_digest', 'fetch_fsdd', 'read_fsdd_tokens']
 
 # %% ../nbs/03_audio.ipynb #06a5aea8
 logger = logging.getLogger(__name__)
@@ -752,3 +752,54 @@ def fetch_fsdd(folder=None, base_url: str = FSDD_URL, timeout_s: float = 60) -> 
         raise NeuroseqError(f"the FSDD recordings in {target} do not match their published checksums (manifest "
                             f"SHA-256 {found}); a file is damaged or changed, so delete the folder and download again")
     return target
+
+# %% ../nbs/03_audio.ipynb #0a20e8a0
+FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav$")
+
+
+def read_fsdd_tokens(folder, split: str = "train", speakers=None, digits=None, max_per_digit: int | None = None,
+                     sample_rate: int = 8000) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read FSDD recordings from `folder` as 256-level mu-law tokens; return (token arrays, digits).
+
+    `split` is "train" (takes 5-49), "test" (takes 0-4, the dataset's own split) or "all". `speakers` and
+    `digits` restrict the files; `max_per_digit` keeps the first files of each digit in sorted order.
+
+    Raises
+    ------
+    NeuroseqError
+        When `folder` has no FSDD-named WAV file that matches, or a file's sample rate differs from `sample_rate`.
+    """
+    import soundfile
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    folder = Path(folder)
+    recordings = folder / "recordings" if (folder / "recordings").is_dir() else folder
+    chosen, per_digit = [], {}
+    for path in sorted(recordings.glob("*.wav")):
+        match = FSDD_NAME.match(path.name)
+        if match is None:
+            continue
+        digit, speaker, take = int(match["digit"]), match["speaker"], int(match["take"])
+        if (split == "train" and take < 5) or (split == "test" and take >= 5):
+            continue
+        if (speakers is not None and speaker not in speakers) or (digits is not None and digit not in digits):
+            continue
+        if max_per_digit is not None and per_digit.get(digit, 0) >= max_per_digit:
+            continue
+        per_digit[digit] = per_digit.get(digit, 0) + 1
+        chosen.append((path, digit))
+    if not chosen:
+        raise NeuroseqError(f"no FSDD recordings named DIGIT_SPEAKER_TAKE.wav match in {recordings}; "
+                            "point to the folder that holds the FSDD 'recordings' folder")
+
+    tokens, labels = [], []
+    for path, digit in chosen:
+        waveform, rate = soundfile.read(path, dtype="float32")
+        if rate != sample_rate:
+            raise NeuroseqError(f"{path} has a sample rate of {rate} Hz, expected {sample_rate} Hz")
+        if waveform.ndim == 2:
+            waveform = waveform.mean(axis=1)
+        tokens.append(mu_law_encode(waveform).astype(np.int64))
+        labels.append(digit)
+    return tokens, np.array(labels, dtype=np.int64)

@@ -227,7 +227,7 @@ def _train_spikes(args, paths: list, provenance: dict) -> int:
     print(f"wrote {Path(args.out)}")
     return 0
 
-# %% ../nbs/23_cli_generate.ipynb #975a58d4
+# %% ../nbs/23_cli_generate.ipynb #148a7191
 def train_generative(args) -> int:
     """Run `neuroseq train --objective generate`: train a GPT or WaveNet and write the model directory `args.out`.
 
@@ -253,7 +253,8 @@ def train_generative(args) -> int:
         return _train_tokens(args, "generative-audio", sequences, labels, _held_out_files(names), preprocessing, provenance)
     if args.model == "wavenet":
         raise NeuroseqError(f"--model wavenet generates audio only; use --model gpt for the text file {paths[0]}")
-    from neuroseq.gpt import build_vocabulary, encode_text, read_text
+    from neuroseq.data import read_text
+    from neuroseq.gpt import build_vocabulary, encode_text
 
     text = read_text(paths[0])
     vocabulary = build_vocabulary(text)
