@@ -353,7 +353,8 @@ def run_generate(args) -> int:
                 file.write(decode_text(tokens, vocabulary))
             written.append(path)
     else:
-        from neuroseq.neural_gpt import generate_spikes, write_generated_nwb
+        from neuroseq.neural_gpt import generate_spikes
+        from neuroseq.nwb import write_generated_nwb
 
         if args.temperature is not None:
             raise NeuroseqError("--temperature applies to audio and text models; spike counts are drawn from the "

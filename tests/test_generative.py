@@ -10,7 +10,8 @@ import torch
 
 from conftest import DATA, run_neuroseq, shared_folder
 from neuroseq.gpt import GPT, GPTConfig, generate, sample_next
-from neuroseq.neural_gpt import SpikeGPT, bits_per_spike, generate_spikes, write_generated_nwb
+from neuroseq.neural_gpt import SpikeGPT, bits_per_spike, generate_spikes
+from neuroseq.nwb import write_generated_nwb
 from neuroseq.nwb import trial_spike_counts
 from neuroseq.synthetic import SyntheticConfig, write_synthetic_nwb
 from neuroseq.wavenet import WaveNet, WaveNetConfig, generate_wavenet
