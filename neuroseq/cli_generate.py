@@ -160,14 +160,14 @@ def _save(out, model, config: dict, metrics: dict) -> None:
     with atomic_write(Path(out) / "metrics.json") as file:
         json.dump(metrics, file, indent=2)
 
-# %% ../nbs/23_cli_generate.ipynb #0db7061b
+# %% ../nbs/23_cli_generate.ipynb #66d73f65
 def _train_spikes(args, paths: list, provenance: dict) -> int:
     "Train a SpikeGPT on trial-aligned counts of one NWB file, save the model directory and print a summary."
     import numpy as np
     import torch
 
-    from neuroseq.neural_gpt import (SpikeGPT, bits_per_spike, fit_spike_gpt, predict_expected_counts, split_trials,
-                                     true_expected_counts)
+    from neuroseq.neural_gpt import (SpikeGPT, bits_per_spike, fit_null_shrinkage, fit_spike_gpt,
+                                     predict_expected_counts, shrink_toward_null, split_trials, true_expected_counts)
     from neuroseq.nwb import find_nwb_files, trial_spike_counts
     from neuroseq.synthetic import read_ground_truth, synthetic_session_path
     from neuroseq.train import build_model
@@ -189,7 +189,10 @@ def _train_spikes(args, paths: list, provenance: dict) -> int:
     class_names = sorted(set(values.tolist())) if column else []
     class_index = np.searchsorted(np.array(class_names), values) if column else np.zeros(len(values), dtype=int)
 
-    train, test = split_trials(class_index, 0.2, seed=args.seed)
+    fit_trials, test = split_trials(class_index, 0.2, seed=args.seed)
+    # A fifth of the training trials is kept for validation, where the per-unit shrinkage toward the null is fitted.
+    train_part, valid_part = split_trials(class_index[fit_trials], 0.2, seed=args.seed + 1)
+    train, valid = fit_trials[train_part], fit_trials[valid_part]
     n_bins, n_units = trials.counts.shape[1:]
     architecture = dict(name="spike_gpt", module="neuroseq.cli_generate", n_units=int(n_units), n_layers=2,
                         n_heads=4, d_model=64, context=max(64, n_bins + 1), n_classes=len(class_names))
@@ -197,15 +200,20 @@ def _train_spikes(args, paths: list, provenance: dict) -> int:
     epochs = args.epochs or 40
     labels = class_index if column else None
     started = time.perf_counter()
-    fit_spike_gpt(model, trials.counts[train], None if labels is None else labels[train], trials.counts[test],
-                  None if labels is None else labels[test], epochs=epochs, learning_rate=getattr(args, "lr", None) or 3e-3,
+    fit_spike_gpt(model, trials.counts[train], None if labels is None else labels[train], trials.counts[valid],
+                  None if labels is None else labels[valid], epochs=epochs, learning_rate=getattr(args, "lr", None) or 3e-3,
                   seed=args.seed, device=getattr(args, "device", None), show_progress=getattr(args, "progress", False))
     train_s = time.perf_counter() - started
 
-    null = np.nanmean(trials.counts[train], axis=(0, 1))
+    null = np.nanmean(trials.counts[fit_trials], axis=(0, 1))  # (units,) mean count per bin of all non-test trials
+    valid_expected = predict_expected_counts(model, trials.counts[valid], None if labels is None else labels[valid])
+    shrinkage = fit_null_shrinkage(valid_expected, trials.counts[valid], null)
     expected = predict_expected_counts(model, trials.counts[test], None if labels is None else labels[test])
-    metrics = dict(held_out_bits_per_spike=bits_per_spike(expected, trials.counts[test], null), n_train_trials=len(train),
-                   n_test_trials=len(test), epochs=epochs, train_s=train_s)
+    metrics = dict(held_out_bits_per_spike=bits_per_spike(expected, trials.counts[test], null),
+                   calibrated_bits_per_spike=bits_per_spike(shrink_toward_null(expected, null, shrinkage),
+                                                            trials.counts[test], null),
+                   null_shrinkage_weights=[float(weight) for weight in shrinkage], n_train_trials=len(train),
+                   n_validation_trials=len(valid), n_test_trials=len(test), epochs=epochs, train_s=train_s)
     try:
         truth = read_ground_truth(path)
     except NeuroseqError:
@@ -220,9 +228,11 @@ def _train_spikes(args, paths: list, provenance: dict) -> int:
     config = dict(kind="generative-spikes", architecture=architecture, labels=class_names, preprocessing=preprocessing,
                   provenance=provenance)
     _save(args.out, model, config, metrics)
-    line = f"generative spikes: held-out {metrics['held_out_bits_per_spike']:.3f} bits per spike over the mean-rate null"
+    line = f"generative spikes: held-out {metrics['held_out_bits_per_spike']:.4f} bits per spike over the mean-rate null"
     if truth is not None:
-        line += f" (true rates {metrics['true_rate_bits_per_spike']:.3f}, share {metrics['share_of_ceiling']:.0%})"
+        line += f" (true rates {metrics['true_rate_bits_per_spike']:.4f}, share {metrics['share_of_ceiling']:.0%})"
+    line += (f"; {metrics['calibrated_bits_per_spike']:.4f} after shrinking each unit toward the null on "
+             f"{len(valid)} validation trials")
     print(line + f"; trained in {train_s:.0f} s")
     print(f"wrote {Path(args.out)}")
     return 0

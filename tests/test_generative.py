@@ -144,8 +144,11 @@ def test_train_generate_spikes_writes_model_dir(spike_model):
     assert config["labels"] == ["0", "1", "2", "3", "4", "5"]
     assert config["preprocessing"]["bin_ms"] == 50.0
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["n_train_trials"] + metrics["n_test_trials"] == 48
+    assert metrics["n_train_trials"] + metrics["n_validation_trials"] + metrics["n_test_trials"] == 48
     assert math.isfinite(metrics["held_out_bits_per_spike"])
+    assert math.isfinite(metrics["calibrated_bits_per_spike"])
+    assert len(metrics["null_shrinkage_weights"]) == 12
+    assert all(0.0 <= weight <= 1.0 for weight in metrics["null_shrinkage_weights"])
     assert metrics["true_rate_bits_per_spike"] > 0  # a synthetic session has its true rates
 
 
