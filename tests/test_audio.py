@@ -371,6 +371,39 @@ def test_transformer_trains_a_few_steps(tmp_path):
     assert fit.metrics["n_test"] == 50
 
 
+def test_model_saved_under_old_module_loads(tmp_path):
+    "Model directories saved before AudioResNet moved to neuroseq.audio_cnn record neuroseq.audio_models as its module."
+    import subprocess
+    import sys
+
+    from neuroseq.audio_cnn import AudioResNet
+    from neuroseq.train import save_model
+
+    torch.manual_seed(0)
+    model = AudioResNet(n_classes=3, n_bins=8, width=8).eval()
+    features = torch.randn(2, 20, 8)
+    save_model(tmp_path / "new", model, {"architecture": {"n_classes": 3, "n_bins": 8, "width": 8}})
+    new_config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert new_config["architecture"]["module"] == "neuroseq.audio_cnn"
+    save_model(tmp_path / "old", model, {"architecture": {"n_classes": 3, "n_bins": 8, "width": 8,
+                                                          "module": "neuroseq.audio_models"}})
+    torch.save(features, tmp_path / "features.pt")
+    expected = model(features).detach()
+
+    # Load in a fresh interpreter, so that only the module named in config.json can register the architecture.
+    script = ("import sys, torch\n"
+              "from neuroseq.train import load_model\n"
+              "model, _ = load_model(sys.argv[1], device='cpu')\n"
+              "print(type(model).__module__)\n"
+              "torch.save(model(torch.load(sys.argv[2])).detach(), sys.argv[3])\n")
+    for name in ("old", "new"):
+        loaded = subprocess.run([sys.executable, "-c", script, tmp_path / name, tmp_path / "features.pt",
+                                 tmp_path / f"{name}-logits.pt"], capture_output=True, text=True, timeout=300)
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip() == "neuroseq.audio_cnn", name
+        assert torch.equal(torch.load(tmp_path / f"{name}-logits.pt"), expected), name
+
+
 def test_evaluate_rejects_unknown_labels(tmp_path):
     from neuroseq.cli_audio import evaluate_audio, train_audio
 
