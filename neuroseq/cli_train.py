@@ -26,7 +26,7 @@ __all__ = ['logger', 'DEFAULT_EPOCHS', 'MODEL_CHOICES', 'SPIKE_MODELS', 'MAX_TOK
            'model_architecture', 'prepare_dataset', 'check_train_options', 'run_train', 'train_nwb',
            'model_permutation_p_value', 'format_metrics', 'evaluate_nwb', 'run_evaluate', 'register']
 
-# %% ../nbs/21_cli_train.ipynb #17471dca
+# %% ../nbs/21_cli_train.ipynb #157b2568
 def _check_window(window_s) -> tuple:
     start, stop = (float(value) for value in window_s)
     if stop <= start:
@@ -115,6 +115,9 @@ def merge_sessions(sessions, pool_sessions: bool, what: str = "units"):
         return None
     if len(sessions) == 1:
         return sessions[0]
+    # NOTE: files are matched by their unit ids (or channel indices) alone. Two sessions whose units tables both
+    # number their rows 0..n-1 merge although their neurons differ, and the model then treats unit k of every file
+    # as one input.
     first = sessions[0]
     different = [session for session in sessions[1:] if session.unit_ids != first.unit_ids]
     if different:
@@ -141,7 +144,7 @@ def model_architecture(model_name: str, n_features: int, n_time: int, n_classes:
         architecture.update(adapter="channel" if n_features > 1 else "patch", patch_size=patch_size)
     return architecture
 
-# %% ../nbs/21_cli_train.ipynb #0fbdf4df
+# %% ../nbs/21_cli_train.ipynb #98425606
 def _write_figure(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -177,6 +180,19 @@ def _split_trials(session, args):
     raise NeuroseqError(f"--split {args.split!r} is for audio folders; for NWB files use 'trials' or 'group'")
 
 
+def _check_group_files(sessions, features: str) -> None:
+    "Raise unless `--split group` has at least two files with the same `features` (units or channels)."
+    if len(sessions) < 2:
+        raise NeuroseqError(f"--split group holds out whole files, so it needs at least two NWB files with the same "
+                            f"{features}; got {len(sessions)} ({sessions[0].path})")
+    first = sessions[0]
+    for session in sessions[1:]:
+        if session.unit_ids != first.unit_ids:
+            raise NeuroseqError(f"--split group trains on some files and tests on the others, so every file needs the "
+                                f"same {features}; {session.path} has {len(session.unit_ids)} and {first.path} has "
+                                f"{len(first.unit_ids)}")
+
+
 def prepare_dataset(sessions, args) -> dict:
     """Split the trials and build the model's inputs; return a dict of arrays and the records for `config.json`.
 
@@ -188,7 +204,10 @@ def prepare_dataset(sessions, args) -> dict:
     from neuroseq.data import check_classes, encode_labels, pseudo_population
 
     source = "series" if args.series else "spikes"
-    merged = merge_sessions(sessions, args.pool_sessions, "channels" if args.series else "units")
+    features = "channels" if args.series else "units"
+    if args.split == "group":
+        _check_group_files(sessions, features)
+    merged = merge_sessions(sessions, args.pool_sessions, features)
     if merged is not None:
         train_index, test_index = _split_trials(merged, args)
         codes, label_names = encode_labels(merged.labels)
@@ -196,6 +215,8 @@ def prepare_dataset(sessions, args) -> dict:
         train_labels, test_labels = codes[train_index], codes[test_index]
         split = {"split": args.split or "trials", "test_fraction": args.test_fraction, "seed": args.seed,
                  "test_trials": _trials_per_file(sessions, test_index)}
+        if args.split == "group":
+            split["test_groups"] = sorted(set(merged.groups[test_index].tolist()))
     else:
         for session in sessions:
             check_classes(session.labels, min_per_class=max(2, args.min_trials_per_class),
@@ -272,6 +293,9 @@ def check_train_options(args) -> None:
                             f"for NWB trials choose one of {list(SPIKE_MODELS)}")
     if args.series and args.pool_sessions:
         raise NeuroseqError("--pool-sessions works on spike counts; it cannot be combined with --series")
+    if args.pool_sessions and args.split not in (None, "trials"):
+        raise NeuroseqError(f"--split {args.split} cannot be combined with --pool-sessions, because every pseudo-trial "
+                            "takes units from all files; leave out one of the two options")
     _check_window(args.window)
 
 
@@ -402,7 +426,7 @@ def format_metrics(metrics: dict, title: str) -> str:
         lines.append("the accuracy is not significantly above chance (p > 0.05); more test trials would tell")
     return "\n".join(lines)
 
-# %% ../nbs/21_cli_train.ipynb #8de75fc2
+# %% ../nbs/21_cli_train.ipynb #59bbd61a
 def evaluate_nwb(args, config: dict) -> dict:
     """Score the model in `args.model_dir` on `args.paths` (default: its own held-out trials); return the metrics.
 
@@ -446,6 +470,9 @@ def evaluate_nwb(args, config: dict) -> dict:
             kept_values.append(session.counts[keep])
             kept_labels.append(session.labels[keep])
         values, labels = np.concatenate(kept_values), np.concatenate(kept_labels)
+        if len(labels) == 0:
+            raise NeuroseqError(f"every trial of {paths} was used to train this model, so none is left to score; "
+                                "evaluate on other files, or give no PATH to score the model's own held-out trials")
         codes = encode_labels(labels, label_names)[0]
     inputs = _transform_for(values, preprocessing)
     predicted = predict_logits(model, inputs, device=args.device).argmax(1)
@@ -483,7 +510,7 @@ def run_evaluate(args) -> int:
             json.dump(metrics, file, indent=2)
     return 0
 
-# %% ../nbs/21_cli_train.ipynb #cb784553
+# %% ../nbs/21_cli_train.ipynb #76304155
 def register(subparsers) -> None:
     "Add the `train` and `evaluate` subcommands."
     train = subparsers.add_parser(
@@ -528,10 +555,11 @@ def register(subparsers) -> None:
     train.add_argument("--batch-size", type=int, default=64, metavar="N", help="trials per batch (default: 64)")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and the shuffling (default: 0)")
     train.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
-                       help="share of each label's trials held out for testing (default: 0.2)")
+                       help="share of each label's trials held out for testing; with --split group, the share of files "
+                            "(at least one) (default: 0.2)")
     train.add_argument("--split", choices=("trials", "group", "take"), default=None,
-                       help="NWB: trials (stratified held-out trials, default) or group (hold out whole files); "
-                            "audio: take or group")
+                       help="NWB: trials (stratified held-out trials, default) or group (hold out whole files, which "
+                            "need the same units or channels); audio: take or group")
     train.add_argument("--min-trials-per-class", type=int, default=5, metavar="N",
                        help="reject labels with fewer trials than this in any class (default: 5)")
     train.add_argument("--permutations", type=int, default=100, metavar="N",
