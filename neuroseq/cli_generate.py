@@ -160,7 +160,7 @@ def _save(out, model, config: dict, metrics: dict) -> None:
     with atomic_write(Path(out) / "metrics.json") as file:
         json.dump(metrics, file, indent=2)
 
-# %% ../nbs/23_cli_generate.ipynb #66d73f65
+# %% ../nbs/23_cli_generate.ipynb #bf02c436
 def _train_spikes(args, paths: list, provenance: dict) -> int:
     "Train a SpikeGPT on trial-aligned counts of one NWB file, save the model directory and print a summary."
     import numpy as np
@@ -195,7 +195,8 @@ def _train_spikes(args, paths: list, provenance: dict) -> int:
     train, valid = fit_trials[train_part], fit_trials[valid_part]
     n_bins, n_units = trials.counts.shape[1:]
     architecture = dict(name="spike_gpt", module="neuroseq.cli_generate", n_units=int(n_units), n_layers=2,
-                        n_heads=4, d_model=64, context=max(64, n_bins + 1), n_classes=len(class_names))
+                        n_heads=4, d_model=64, context=max(64, n_bins + 1), n_classes=len(class_names),
+                        bin_embedding=True)
     model = build_model(architecture)
     epochs = args.epochs or 40
     labels = class_index if column else None
@@ -299,7 +300,7 @@ def condition_indices(config: dict, condition, n: int, model_dir) -> list:
                             f"choose one of {labels}")
     return [labels.index(str(condition))] * n
 
-# %% ../nbs/23_cli_generate.ipynb #9a874227
+# %% ../nbs/23_cli_generate.ipynb #07948da8
 def _generate_tokens(model, config: dict, prompt_tokens: list, n_new: int, classes: list, args):
     "Draw `n_new` tokens after `prompt_tokens` for each entry of `classes`; return (samples, n_new) numpy int64."
     import torch
@@ -372,6 +373,11 @@ def run_generate(args) -> int:
         preprocessing = config["preprocessing"]
         bin_s = preprocessing["bin_ms"] / 1000
         n_bins = preprocessing["n_bins"] if args.seconds is None else max(1, int(round(args.seconds / bin_s)))
+        max_bins = model.config.context
+        if model.bin_embedding is not None and n_bins > max_bins:
+            raise NeuroseqError(f"--seconds {args.seconds:g} asks for {n_bins} bins of {preprocessing['bin_ms']:g} ms, "
+                                f"but the model in {args.model_dir} embeds the bin index of at most {max_bins} bins; ask for at most "
+                                f"{max_bins * bin_s:g} s")
         labels = torch.tensor(classes) if classes[0] is not None else None
         counts = generate_spikes(model, args.n, n_bins, labels, seed=args.seed).cpu().numpy()
         names = [config["labels"][label] if label is not None else "" for label in classes]

@@ -23,7 +23,7 @@ __all__ = ['logger', 'SpikeGPT', 'poisson_loss', 'generate_spikes', 'poisson_log
 # %% ../nbs/06_generating_neural_data.ipynb #e51f7233
 logger = logging.getLogger(__name__)
 
-# %% ../nbs/06_generating_neural_data.ipynb #f9085890
+# %% ../nbs/06_generating_neural_data.ipynb #bb624243
 class SpikeGPT(nn.Module):
     """The causal decoder over bins of spike counts: (batch, bins, units) counts -> (batch, bins, units) log-rates.
 
@@ -31,7 +31,7 @@ class SpikeGPT(nn.Module):
     """
 
     def __init__(self, n_units: int, n_layers: int = 2, n_heads: int = 4, d_model: int = 64, context: int = 64,
-                 n_classes: int = 0, dropout: float = 0.0):
+                 n_classes: int = 0, dropout: float = 0.0, bin_embedding: bool = False):
         super().__init__()
         self.n_units, self.n_classes = n_units, n_classes
         self.config = GPTConfig(vocab_size=0, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context,
@@ -39,12 +39,18 @@ class SpikeGPT(nn.Module):
         self.count_embedding = nn.Linear(n_units, d_model)
         self.start = nn.Parameter(torch.zeros(d_model))
         self.class_embedding = nn.Embedding(n_classes, d_model) if n_classes else None
+        self.bin_embedding = nn.Embedding(context, d_model) if bin_embedding else None  # one vector per bin index
         self.decoder = CausalDecoder(self.config)
         self.head = nn.Linear(d_model, n_units)
         self.apply(_init_weights)
 
-    def embed(self, counts: torch.Tensor, labels: torch.Tensor | None, with_start: bool) -> torch.Tensor:
-        "Embed `counts` (batch, bins, units) for the decoder, optionally with the start vector in front."
+    def embed(self, counts: torch.Tensor, labels: torch.Tensor | None, with_start: bool,
+              first_position: int = 0) -> torch.Tensor:
+        """Embed `counts` (batch, bins, units) for the decoder, optionally with the start vector in front.
+
+        `first_position` is the input position of the first returned vector (the start vector is position 0); it
+        matters only for a model with `bin_embedding`.
+        """
         x = self.count_embedding(torch.log1p(torch.nan_to_num(counts, nan=0.0)))  # (batch, bins, d_model)
         if with_start:
             start = self.start.expand(x.shape[0], 1, -1)
@@ -53,6 +59,14 @@ class SpikeGPT(nn.Module):
             if labels is None:
                 raise ValueError(f"this model is conditioned on {self.n_classes} conditions; pass labels (batch,)")
             x = x + self.class_embedding(labels)[:, None, :]
+        if self.bin_embedding is not None:
+            last_position = first_position + x.shape[1]
+            if last_position > self.config.context:
+                raise ValueError(f"this model embeds the bin index and knows {self.config.context} positions; "
+                                 f"got inputs up to position {last_position - 1}. Use trials of at most "
+                                 f"{self.config.context} bins.")
+            positions = torch.arange(first_position, last_position, device=x.device)
+            x = x + self.bin_embedding(positions)[None]
         return x
 
     def forward(self, counts: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,7 +80,7 @@ def poisson_loss(log_rates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     observed = ~torch.isnan(counts)
     return F.poisson_nll_loss(log_rates[observed], counts[observed], log_input=True, full=False)
 
-# %% ../nbs/06_generating_neural_data.ipynb #517c7bfe
+# %% ../nbs/06_generating_neural_data.ipynb #034952b8
 @torch.no_grad()
 def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.Tensor | None = None,
                     seed: int | None = None, use_cache: bool = True) -> torch.Tensor:
@@ -85,7 +99,7 @@ def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.T
     counts = torch.zeros(n_trials, 0, model.n_units, device=device)
     caches = model.decoder.new_caches() if use_cache else None
     x = model.embed(counts, labels, with_start=True)  # the start vector alone: (trials, 1, d_model)
-    for _ in range(n_bins):
+    for step in range(n_bins):
         if use_cache:
             log_rates = model.head(model.decoder(x, caches))[:, -1]
         else:
@@ -93,7 +107,8 @@ def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.T
             log_rates = model(padded, labels)[:, -1]
         drawn = torch.poisson(log_rates.double().exp(), generator=generator).float()  # (trials, units)
         counts = torch.cat([counts, drawn[:, None]], dim=1)
-        x = model.embed(drawn[:, None], labels, with_start=False)
+        if step + 1 < n_bins:  # bin `step` is input position step + 1, after the start vector
+            x = model.embed(drawn[:, None], labels, with_start=False, first_position=step + 1)
     model.train(was_training)
     return counts
 

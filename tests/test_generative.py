@@ -8,11 +8,10 @@ import pytest
 import soundfile
 import torch
 
-from conftest import DATA, run_neuroseq, shared_folder
+from conftest import DATA, assert_one_line_error, run_neuroseq, shared_folder
 from neuroseq.gpt import GPT, GPTConfig, generate, sample_next
 from neuroseq.neural_gpt import SpikeGPT, bits_per_spike, generate_spikes
-from neuroseq.nwb import write_generated_nwb
-from neuroseq.nwb import trial_spike_counts
+from neuroseq.nwb import trial_spike_counts, write_generated_nwb
 from neuroseq.synthetic import SyntheticConfig, write_synthetic_nwb
 from neuroseq.wavenet import WaveNet, WaveNetConfig, generate_wavenet
 
@@ -96,6 +95,16 @@ def test_spike_gpt_cache_equals_recompute():
     cached = generate_spikes(model, 4, 30, labels, seed=3)
     assert cached.shape == (4, 30, 6)
     assert torch.equal(cached, generate_spikes(model, 4, 30, labels, seed=3, use_cache=False))
+
+
+def test_spike_gpt_bin_embedding_cache_equals_recompute():
+    torch.manual_seed(0)
+    model = SpikeGPT(n_units=6, n_layers=2, n_heads=2, d_model=16, context=30, n_classes=2, bin_embedding=True)
+    labels = torch.tensor([0, 1, 1, 0])
+    cached = generate_spikes(model, 4, 30, labels, seed=3)
+    assert torch.equal(cached, generate_spikes(model, 4, 30, labels, seed=3, use_cache=False))
+    with pytest.raises(ValueError, match="knows 30 positions"):
+        generate_spikes(model, 4, 31, labels, seed=3)
 
 
 def test_bits_per_spike_exact_value():
@@ -183,6 +192,13 @@ def test_generate_unknown_condition_exits_2(spike_model, tmp_path):
     assert result.returncode == 2
     assert "condition '9'" in result.stderr
     assert "['0', '1', '2', '3', '4', '5']" in result.stderr
+
+
+def test_generate_longer_than_bin_embedding_exits_2(spike_model, tmp_path):
+    model_dir, _ = spike_model
+    result = run_neuroseq("generate", "--model", model_dir, "--seconds", "10", "--out", tmp_path)
+    assert_one_line_error(result, "ask for at most 3.2 s")
+    assert not (tmp_path / "generated.nwb").exists()
 
 
 def test_generate_temperature_for_spikes_exits_2(spike_model, tmp_path):
