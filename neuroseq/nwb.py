@@ -20,12 +20,12 @@ from .core import NeuroseqError, atomic_path
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'NEURODATA_UNITS', 'NEURODATA_INTERVALS', 'DANDI_API', 'SPIKE_CHUNK', 'NWBSession', 'is_remote',
-           'dandi_asset_url', 'open_remote', 'read_table', 'SpikeTrains', 'merge_intervals', 'read_spike_trains',
-           'window_bin_edges', 'sort_spike_trains', 'bin_spike_trains', 'bin_spike_trains_reference', 'TrialCounts',
-           'read_trials', 'trial_spike_counts', 'session_windows', 'counts_to_spike_times', 'write_generated_nwb',
-           'TrialWindows', 'series_timing', 'trial_series_windows', 'summarize_nwb', 'find_nwb_files',
-           'summarize_paths', 'format_summary']
+__all__ = ['logger', 'NEURODATA_UNITS', 'NEURODATA_INTERVALS', 'DANDI_API', 'DECIMATE_MIN_SAMPLES', 'SPIKE_CHUNK', 'NWBSession',
+           'is_remote', 'dandi_asset_url', 'open_remote', 'read_table', 'SpikeTrains', 'merge_intervals',
+           'read_spike_trains', 'window_bin_edges', 'sort_spike_trains', 'bin_spike_trains',
+           'bin_spike_trains_reference', 'TrialCounts', 'read_trials', 'trial_spike_counts', 'session_windows',
+           'counts_to_spike_times', 'write_generated_nwb', 'TrialWindows', 'series_timing', 'trial_series_windows',
+           'summarize_nwb', 'find_nwb_files', 'summarize_paths', 'format_summary']
 
 # %% ../nbs/02_explore_nwb.ipynb #ff09195d
 NEURODATA_UNITS = "Units"
@@ -626,7 +626,7 @@ def write_generated_nwb(path, counts: np.ndarray, conditions, bin_s: float, cond
             io.write(nwbfile)
     return Path(path)
 
-# %% ../nbs/02_explore_nwb.ipynb #eeea37b9
+# %% ../nbs/02_explore_nwb.ipynb #4c2bfe61
 @dataclasses.dataclass
 class TrialWindows:
     "Trial-aligned windows of a continuous series, shape (trials, samples, channels)."
@@ -674,6 +674,11 @@ def series_timing(group: h5py.Group) -> dict:
                 n_samples=int(n_samples))
 
 
+# scipy.signal.decimate's default filter (Chebyshev type I of order 8) is applied forwards and backwards by filtfilt,
+# which pads each side with 3 × 9 = 27 samples and rejects shorter signals.
+DECIMATE_MIN_SAMPLES = 27
+
+
 def trial_series_windows(path, series: str, table: str = "trials", align: str = "start_time",
                          window_s=(0.0, 1.0), decimate: int = 1) -> TrialWindows:
     """Return windows of time series `series` around column `align` of `table`, shape (trials, samples, channels).
@@ -696,6 +701,11 @@ def trial_series_windows(path, series: str, table: str = "trials", align: str = 
         n_window = int(round((stop - start) * rate))
         if n_window < 1:
             raise NeuroseqError(f"{path}: window {start:g} to {stop:g} s contains no sample of {series} at {rate:g} Hz; widen the window")
+        if decimate and decimate > 1 and n_window <= DECIMATE_MIN_SAMPLES:
+            raise NeuroseqError(f"{path}: decimating {series} by {decimate} (--decimate {decimate}) needs more than "
+                                f"{DECIMATE_MIN_SAMPLES} samples per window for its anti-aliasing filter, but the window "
+                                f"{start:g} to {stop:g} s holds {n_window} at {rate:g} Hz; widen the window or lower "
+                                "--decimate")
         if timing["timing"] == "rate":
             first = np.ceil((align_times + start - timing["starting_time_s"]) * rate - 1e-6).astype(np.int64)
             complete = (first >= 0) & (first + n_window <= timing["n_samples"])

@@ -297,9 +297,6 @@ def test_train_bad_series_or_group_exits_2(tmp_path, files, options, fragments):
     assert not (tmp_path / "model" / "metrics.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="neuroseq.nwb.trial_series_windows passes windows shorter than the pad "
-                                       "length of scipy.signal.decimate's filter (27 samples) to it, which raises "
-                                       "ValueError instead of a NeuroseqError")
 def test_decimate_short_window_exits_2(tmp_path):
     result = run_neuroseq("train", _small_session(), "--label", "condition", "--series", "lfp", "--window", "0",
                           "0.05", "--decimate", "2", "--model", "linear", "--epochs", "1", "--permutations", "0",
