@@ -44,7 +44,7 @@ def default_device(device: str | None = None) -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-# %% ../nbs/00_core.ipynb #c729f891
+# %% ../nbs/00_core.ipynb #d22fa4e6
 def _use_default_permissions(path) -> None:
     "Give `path` the permissions of a newly created file (mkstemp makes it readable by its owner only)."
     umask = os.umask(0)
@@ -52,11 +52,20 @@ def _use_default_permissions(path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def _make_folder(folder: Path) -> None:
+    "Create `folder` and its parents; raise a NeuroseqError when a file is in the way."
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NeuroseqError(f"cannot write into {folder}: {error.filename or folder} is a file, not a folder; "
+                            "choose another output folder") from None
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", **open_kwargs):
     "Open a temporary file next to `path` for writing, and move it to `path` only if the block succeeds."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     _use_default_permissions(temporary)
@@ -74,12 +83,13 @@ def atomic_write(path, mode: str = "w", **open_kwargs):
 def atomic_path(path):
     "Yield a temporary path next to `path` for a writer that wants a file name; move it to `path` on success."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp" + path.suffix)
     os.close(handle)
     _use_default_permissions(temporary)
     try:
         yield Path(temporary)
+        _use_default_permissions(temporary)  # some writers (safetensors) replace the file with an owner-only one
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

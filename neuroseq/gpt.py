@@ -320,7 +320,7 @@ class TokenWindows(torch.utils.data.Dataset):
         window = self.sequences[index][first:first + self.context + 1]
         return window[:-1], self.labels[index], window[1:]
 
-# %% ../nbs/05_gpt.ipynb #3fff3136
+# %% ../nbs/05_gpt.ipynb #57976899
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     "Mean cross-entropy of `logits` (batch, time, vocab_size) against `targets` (batch, time)."
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -330,10 +330,15 @@ def fit_gpt(model: nn.Module, train: torch.utils.data.Dataset, valid: torch.util
             learning_rate: float = 3e-3, batch_size: int = 32, seed: int = 0, device: str | None = None,
             loss_func=token_cross_entropy, show_progress: bool = False):
     "Train `model` on `train` with a fastai Learner and the one-cycle schedule; return the Learner."
-    import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
-    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
-    from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
+    import warnings
+
+    with warnings.catch_warnings():
+        # fastai 2.8 scripts a few layers with torch.jit at import, which torch 2.14 reports as deprecated
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar)
+        import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+        from fastai.data.core import DataLoaders
+        from fastai.learner import Learner
 
     from neuroseq.core import default_device, set_seed
 

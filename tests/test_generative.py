@@ -2,6 +2,7 @@
 has its exact value, and `neuroseq train --objective generate` / `neuroseq generate` run as a user runs them."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -196,9 +197,24 @@ def test_generate_unknown_condition_exits_2(spike_model, tmp_path):
 
 def test_generate_longer_than_bin_embedding_exits_2(spike_model, tmp_path):
     model_dir, _ = spike_model
-    result = run_neuroseq("generate", "--model", model_dir, "--seconds", "10", "--out", tmp_path)
+    result = run_neuroseq("generate", "--model", model_dir, "--seconds", "10", "--out", tmp_path / "out")
     assert_one_line_error(result, "ask for at most 3.2 s")
-    assert not (tmp_path / "generated.nwb").exists()
+    assert not (tmp_path / "out").exists()  # an invalid request leaves no output folder behind
+
+
+def test_generate_out_is_a_file_exits_2(spike_model, tmp_path):
+    model_dir, _ = spike_model
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_neuroseq("generate", "--model", model_dir, "--n", "1", "--out", tmp_path / "notes.txt")
+    assert_one_line_error(result, "is a file, not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_model_weights_readable_by_group(spike_model):
+    model_dir, _ = spike_model
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (model_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_generate_temperature_for_spikes_exits_2(spike_model, tmp_path):
