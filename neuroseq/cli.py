@@ -82,12 +82,68 @@ def main(argv=None) -> int:
         print("neuroseq: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/20_cli.ipynb #a7fea6a4
+# %% ../nbs/20_cli.ipynb #b3dbbb71
 MAX_OVERVIEW_FIGURES = 4  # overview pages drawn for a folder; the summary covers every file
 
 
-def _explore_figures(summary: dict, out: Path, args) -> list:
-    "Write the figures of `neuroseq explore` into `out`; return their paths."
+def _figure_table(tables: dict, table: str | None) -> str | None:
+    "Name the interval table that one file's overview figure aligns to: `table` if given, else `trials`, else the first."
+    if table is not None:
+        return table if table in tables else None
+    if "trials" in tables:
+        return "trials"
+    return next(iter(tables), None)
+
+
+def _plan_overview_figures(summary: dict, args) -> list:
+    """Return (file summary, interval table) for each file that can get an overview figure.
+
+    Files without units are left out silently, and so are files without interval tables unless the user passed --table,
+    --align or --label. A file that lacks the table or column the user passed is left out with one warning. When no file
+    has it, NeuroseqError names what the files do have, so the run stops before it writes anything.
+    """
+    align = args.align or "start_time"
+    explicit = args.table is not None or args.align is not None or args.label is not None
+    planned, skipped = [], []
+    available_tables, used_tables, available_columns = set(), set(), set()
+    missing_option = None
+    for file in summary["files"]:
+        tables = file["interval_tables"]
+        if not file["n_units"] or (not tables and not explicit):
+            continue
+        available_tables.update(tables)
+        table = _figure_table(tables, args.table)
+        if table is None:
+            missing_option = missing_option or ("--table", args.table)
+            reason = f"no interval table {args.table!r} (its interval tables are {', '.join(tables) or 'none'})"
+            skipped.append((file["path"], reason))
+            continue
+        columns = tables[table]["columns"]
+        used_tables.add(table)
+        available_columns.update(columns)
+        missing = [(option, column) for option, column in (("--align", align), ("--label", args.label))
+                   if column is not None and column not in columns]
+        if missing:
+            missing_option = missing_option or missing[0]
+            reason = f"interval table {table!r} has no column {missing[0][1]!r} (its columns are {', '.join(columns)})"
+            skipped.append((file["path"], reason))
+            continue
+        planned.append((file, table))
+
+    if skipped and not planned:
+        option, value = missing_option
+        if option == "--table":
+            raise NeuroseqError(f"--table {value!r} not found: no explored file has an interval table of that name; "
+                                f"the interval tables are {', '.join(sorted(available_tables)) or 'none'}")
+        raise NeuroseqError(f"{option} {value!r} not found: no explored file has that column in interval table "
+                            f"{', '.join(map(repr, sorted(used_tables)))}; the columns are {', '.join(sorted(available_columns))}")
+    for path, reason in skipped:
+        logging.getLogger(__name__).warning("no overview figure for %s: %s", path, reason)
+    return planned
+
+
+def _explore_figures(summary: dict, planned: list, out: Path, args) -> list:
+    "Write the figures of `neuroseq explore` into `out`: the firing-rate histogram and the `planned` overviews."
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -108,24 +164,21 @@ def _explore_figures(summary: dict, out: Path, args) -> list:
         written.append(out / "firing_rates.png")
 
     drawn = 0
-    for file in summary["files"]:
-        if drawn >= MAX_OVERVIEW_FIGURES or not file["n_units"] or not file["interval_tables"]:
-            continue
-        tables = file["interval_tables"]
-        if args.table in tables:
-            table = args.table
-        elif "trials" in tables:
-            table = "trials"
-        else:
-            table = next(iter(tables))
-        with NWBSession(file["path"]) as session:
-            labels = read_table(session, tables[table]["path"])
-        label = args.label if args.label in labels.columns else guess_label_column(labels)
+    for file, table in planned:
+        if drawn >= MAX_OVERVIEW_FIGURES:
+            break
+        label = args.label
+        if label is None:
+            with NWBSession(file["path"]) as session:
+                label = guess_label_column(read_table(session, file["interval_tables"][table]["path"]))
         try:
-            figure = plot_session_overview(file["path"], table=table, align=args.align, window_s=args.window,
-                                           bin_ms=args.bin_ms, label=label, summary=file)
+            figure = plot_session_overview(file["path"], table=table, align=args.align or "start_time",
+                                           window_s=args.window, bin_ms=args.bin_ms, label=label, summary=file)
         except NeuroseqError as error:  # a file whose trials cannot be aligned still gets its summary
-            logging.getLogger(__name__).warning("no overview figure for %s: %s", file["path"], error)
+            message = str(error)  # most errors already start with the file's path
+            if str(file["path"]) not in message:
+                message = f"{file['path']}: {message}"
+            logging.getLogger(__name__).warning("no overview figure: %s", message)
             continue
         stem = Path(file["path"]).stem
         target = out / f"overview_{stem}.png"
@@ -144,10 +197,11 @@ def run_explore(args) -> int:
 
     paths = args.paths or [synthetic_session_path()]
     summary = summarize_paths(paths)
+    planned = _plan_overview_figures(summary, args)  # checks --table, --align and --label before any output
     print(format_summary(summary))
     if args.out:
         out = Path(args.out)
-        figures = [] if args.no_figures else _explore_figures(summary, out, args)
+        figures = [] if args.no_figures else _explore_figures(summary, planned, out, args)
         with atomic_write(out / "summary.json") as file:
             json.dump(summary, file, indent=2, default=str)
         print(f"\nwrote {out / 'summary.json'}" + "".join(f", {path.name}" for path in figures))
@@ -170,9 +224,9 @@ def register(subparsers) -> None:
                     "interval tables, time series and data-quality notes. With no PATH: the built-in synthetic session.")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="NWB file or folder of NWB files")
     parser.add_argument("--out", metavar="DIR", help="folder for summary.json and the PNG figures (default: print only)")
-    parser.add_argument("--table", default="trials", help="interval table to align figures to (default: trials, "
+    parser.add_argument("--table", help="interval table to align figures to (default: trials, "
                         "else the first interval table)")
-    parser.add_argument("--align", default="start_time", help="column of the table with the alignment event (default: start_time)")
+    parser.add_argument("--align", help="column of the table with the alignment event (default: start_time)")
     parser.add_argument("--window", nargs=2, type=window_bound, default=(0.0, 1.0), metavar=("START_S", "STOP_S"),
                         help="window around the alignment event for figures, in seconds (default: 0 1)")
     parser.add_argument("--bin-ms", type=float, default=50.0, help="bin size for figures in milliseconds (default: 50)")

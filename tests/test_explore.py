@@ -210,3 +210,40 @@ def test_help_describes_options():
     assert result.returncode == 0
     for fragment in ["--out", "seconds", "milliseconds", "synthetic session"]:
         assert fragment in result.stdout
+
+
+@pytest.mark.parametrize("option, fragments", [
+    ("--table", ["--table 'nosuch' not found", "the interval tables are trials"]),
+    ("--align", ["--align 'nosuch' not found", "stimulus_onset_time"]),
+    ("--label", ["--label 'nosuch' not found", "condition"]),
+])
+def test_unknown_figure_option_is_error(tmp_path, option, fragments):
+    result = run_neuroseq("explore", option, "nosuch", "--out", tmp_path / "out")
+    assert_one_line_error(result, *fragments)
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_figure_option_missing_in_some_files(tmp_path):
+    (tmp_path / "data").mkdir()
+    write_nwb(tmp_path / "data" / "labelled.nwb", units=[[1.2, 3.5]], trials=regular_trials())
+    unlabelled = write_nwb(tmp_path / "data" / "unlabelled.nwb", units=[[1.2, 3.5]], trials=regular_trials(label=False))
+    result = run_neuroseq("explore", tmp_path / "data", "--out", tmp_path / "out", "--label", "stim")
+    assert result.returncode == 0, result.stderr
+    warnings_lines = [line for line in result.stderr.splitlines() if line.startswith("neuroseq: warning:")]
+    assert len(warnings_lines) == 1, result.stderr
+    assert warnings_lines[0].count(str(unlabelled)) == 1
+    assert "no column 'stim'" in warnings_lines[0]
+    assert (tmp_path / "out" / "overview_labelled.png").exists()
+    assert not (tmp_path / "out" / "overview_unlabelled.png").exists()
+
+
+def test_align_failure_warning_names_path_once(tmp_path):
+    trials = regular_trials()
+    for row in trials:
+        row["cue_time"] = float("nan")
+    path = write_nwb(tmp_path / "nan_cue.nwb", units=[[1.2, 3.5]], trials=trials)
+    result = run_neuroseq("explore", path, "--out", tmp_path / "out", "--align", "cue_time")
+    assert result.returncode == 0, result.stderr
+    assert "no finite times" in result.stderr
+    assert result.stderr.count(str(path)) == 1, result.stderr
