@@ -1020,28 +1020,52 @@ def summarize_paths(paths) -> dict:
     )
     return dict(files=files, totals=totals)
 
-# %% ../nbs/02_explore_nwb.ipynb #7d87cfed
+# %% ../nbs/02_explore_nwb.ipynb #2fa2eaf6
 def _format_rate(rates: dict | None) -> str:
     if not rates:
         return "-"
     return f"{rates['median']:.2f} Hz median ({rates['min']:.2f} to {rates['max']:.2f})"
 
 
+def _or_unknown(value) -> str:
+    "Return `value` as text, or 'unknown' where the file left it out (None or empty)."
+    return "unknown" if value is None or value == "" else str(value)
+
+
+def _format_trial_count(summary: dict) -> str:
+    "Describe the trials of the headline, saying so when the files have other interval tables and no `trials` table."
+    files = summary["files"]
+    n_with_trials = sum("trials" in file["interval_tables"] for file in files)
+    other_rows = [table["n_rows"] for file in files for name, table in file["interval_tables"].items() if name != "trials"]
+    others = f"{len(other_rows)} other interval table(s) ({sum(other_rows):,} rows)" if other_rows else ""
+    if not n_with_trials:
+        return "no trials table" + (f" but {others}" if others else "")
+    text = f"{summary['totals']['n_trials']:,} trials"
+    if n_with_trials < len(files):
+        text += f" (in {n_with_trials} of {len(files)} files)"
+    return text + (f", {others}" if others else "")
+
+
 def format_summary(summary: dict) -> str:
-    "Return a multi-line, human-readable text version of `summarize_paths` output."
+    "Return a multi-line, human-readable text version of `summarize_paths` output; a missing value reads 'unknown'."
     lines = []
     totals = summary["totals"]
     lines.append(f"{totals['n_files']} file(s), {totals['n_subjects']} subject(s)"
                  + (f" ({totals['n_files_without_subject_id']} file(s) without a subject id)" if totals["n_files_without_subject_id"] else "")
                  + f", {totals['n_sessions']} session(s), {totals['n_units']} units, {totals['n_spikes']:,} spikes, "
-                 f"{totals['n_trials']} trials")
+                 + _format_trial_count(summary))
     for file in summary["files"]:
         lines.append("")
-        lines.append(f"{file['path']}  (NWB {file['nwb_version']})")
-        lines.append(f"  subject   {file['subject_id']} · {file['species']} · age {file['age']} · sex {file['sex']}")
+        lines.append(f"{file['path']}  (NWB {_or_unknown(file['nwb_version'])})")
+        subject = [file[key] for key in ("subject_id", "species", "age", "sex")]
+        if all(value is None or value == "" for value in subject):
+            lines.append("  subject   unknown (the file has no subject metadata)")
+        else:
+            subject_id, species, age, sex = map(_or_unknown, subject)
+            lines.append(f"  subject   {subject_id} · {species} · age {age} · sex {sex}")
         description = str(file["session_description"] or "")
         description = description if len(description) <= 100 else description[:97] + "..."
-        lines.append(f"  session   {file['session_id']} · {file['duration_s']:.1f} s · {description}")
+        lines.append(f"  session   {_or_unknown(file['session_id'])} · {file['duration_s']:.1f} s · {description}")
         areas = ", ".join(f"{area} {count}" for area, count in file["brain_areas"].items())
         lines.append(f"  units     {file['n_units']} at /{file['units_path']} · {file['n_spikes']:,} spikes · "
                      f"{_format_rate(file.get('firing_rate_hz'))}" + (f" · {areas}" if areas else "")
@@ -1051,7 +1075,7 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  intervals {name}: {table['n_rows']} rows · {columns}")
         for entry in file["series"]:
             lines.append(f"  series    {entry['name']} ({entry['type']}): {entry['n_samples']} samples × "
-                         f"{entry['n_channels']} channels, {entry['description']}")
+                         f"{entry['n_channels']} channels, {_or_unknown(entry['description'])}")
         if file["n_electrodes"]:
             lines.append(f"  electrodes {file['n_electrodes']}")
         for note in file["notes"]:

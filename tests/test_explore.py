@@ -10,8 +10,8 @@ from pynwb import NWBHDF5IO, NWBFile
 
 from conftest import assert_one_line_error, run_neuroseq, shared_folder
 from neuroseq.core import NeuroseqError
-from neuroseq.nwb import (NWBSession, bin_spike_trains, bin_spike_trains_reference, read_spike_trains, read_trials,
-                          summarize_nwb, trial_spike_counts, window_bin_edges)
+from neuroseq.nwb import (NWBSession, bin_spike_trains, bin_spike_trains_reference, format_summary, read_spike_trains,
+                          read_trials, summarize_nwb, summarize_paths, trial_spike_counts, window_bin_edges)
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -247,3 +247,26 @@ def test_align_failure_warning_names_path_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no finite times" in result.stderr
     assert result.stderr.count(str(path)) == 1, result.stderr
+
+
+def test_format_summary_synthetic_has_no_none():
+    from neuroseq.synthetic import synthetic_session_path
+
+    text = format_summary(summarize_paths([synthetic_session_path()]))
+    assert "None" not in text
+    assert "120 trials" in text.splitlines()[0]
+
+
+def test_format_summary_without_subject(tmp_path):
+    path = write_nwb(tmp_path / "no_subject.nwb", units=[[1.2, 3.5]], trials=regular_trials())
+    text = format_summary(summarize_paths([path]))
+    assert "None" not in text
+    assert "subject   unknown" in text
+    assert "session   unknown" in text
+
+
+def test_format_summary_without_trials_table():
+    folder = shared_folder("data", "dandi000207")
+    headline = format_summary(summarize_paths([folder])).splitlines()[0]
+    assert "0 trials" not in headline
+    assert "no trials table but 3 other interval table(s) (450 rows)" in headline
