@@ -15,7 +15,7 @@ from .nwb import TrialCounts, summarize_nwb, trial_spike_counts
 __all__ = ['plot_raster', 'plot_psth', 'plot_population_heatmap', 'plot_firing_rates', 'plot_session_overview',
            'guess_label_column']
 
-# %% ../nbs/11_plots.ipynb #4cf36557
+# %% ../nbs/11_plots.ipynb #eff8ea7b
 def _axis(axis, figsize=(5, 3.5)):
     import matplotlib.pyplot as plt
     if axis is None:
@@ -104,6 +104,8 @@ def plot_firing_rates(rates_hz, axis=None, label: str | None = None):
     bins = np.logspace(np.log10(max(positive.min(), 1e-3)), np.log10(positive.max() * 1.01), 20) if len(positive) else 10
     axis.hist(positive, bins=bins, color="C0", alpha=0.8, label=label)
     axis.set_xscale("log")
+    # Ticks at 1, 2 and 5 times each power of ten, so that even a range within one decade shows labelled ticks.
+    axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set(xlabel="mean firing rate (Hz)", ylabel="units",

@@ -270,3 +270,19 @@ def test_format_summary_without_trials_table():
     headline = format_summary(summarize_paths([folder])).splitlines()[0]
     assert "0 trials" not in headline
     assert "no trials table but 3 other interval table(s) (450 rows)" in headline
+
+
+def test_firing_rate_axis_has_labelled_ticks():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neuroseq.plots import plot_firing_rates
+
+    figure, axis = plt.subplots()
+    plot_firing_rates(np.linspace(1.5, 9.0, 50), axis=axis)  # a range inside one decade
+    figure.canvas.draw()
+    low, high = axis.get_xlim()
+    labels = [tick.get_text() for tick in axis.get_xticklabels() if tick.get_text() and low <= tick.get_position()[0] <= high]
+    plt.close(figure)
+    assert len(labels) >= 2, labels
