@@ -580,7 +580,7 @@ def session_windows(path, window_s: float = 2.0, bin_ms: float = 50.0) -> tuple[
         raise NeuroseqError(f"{path}: its spikes span {last - first:g} s, shorter than one window of {window_s:g} s")
     return bin_spike_trains(times, trains.ends, starts, edges).astype(np.float64), starts
 
-# %% ../nbs/02_explore_nwb.ipynb #6458223c
+# %% ../nbs/02_explore_nwb.ipynb #ccb5ff4e
 def counts_to_spike_times(counts: np.ndarray, trial_starts_s: np.ndarray, bin_s: float, seed: int = 0) -> list:
     "Return one sorted array of spike times (s) per unit for counts (trials, bins, units), spikes uniform in their bin."
     rng = np.random.default_rng(seed)
@@ -613,6 +613,7 @@ def write_generated_nwb(path, counts: np.ndarray, conditions, bin_s: float, cond
     trial_s = counts.shape[1] * bin_s
     starts = gap_s + np.arange(len(counts)) * (trial_s + gap_s)
     nwbfile = NWBFile(session_description=description, identifier=str(uuid.uuid4()),
+                      session_id=f"generated-{Path(path).stem}",  # names the session in summaries and figure titles
                       session_start_time=datetime.datetime.now(datetime.timezone.utc),
                       experiment_description=f"{len(counts)} generated trials of {trial_s:g} s, {counts.shape[2]} units")
     for times in counts_to_spike_times(counts, starts, bin_s, seed):
