@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         print("neuroseq: interrupted", file=sys.stderr)
         return 130
 
-# %% ../nbs/20_cli.ipynb #b3dbbb71
+# %% ../nbs/20_cli.ipynb #844644a2
 MAX_OVERVIEW_FIGURES = 4  # overview pages drawn for a folder; the summary covers every file
 
 
@@ -224,12 +224,15 @@ def register(subparsers) -> None:
                     "interval tables, time series and data-quality notes. With no PATH: the built-in synthetic session.")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="NWB file or folder of NWB files")
     parser.add_argument("--out", metavar="DIR", help="folder for summary.json and the PNG figures (default: print only)")
-    parser.add_argument("--table", help="interval table to align figures to (default: trials, "
-                        "else the first interval table)")
-    parser.add_argument("--align", help="column of the table with the alignment event (default: start_time)")
+    parser.add_argument("--table", "--trials", dest="table", metavar="TABLE",
+                        help="interval table to align figures to (default: trials, else the first interval table); "
+                             "--trials is the same option, as in `neuroseq train`")
+    parser.add_argument("--align", metavar="COLUMN",
+                        help="column of the table with the alignment event (default: start_time)")
     parser.add_argument("--window", nargs=2, type=window_bound, default=(0.0, 1.0), metavar=("START_S", "STOP_S"),
                         help="window around the alignment event for figures, in seconds (default: 0 1)")
-    parser.add_argument("--bin-ms", type=float, default=50.0, help="bin size for figures in milliseconds (default: 50)")
+    parser.add_argument("--bin-ms", type=float, default=50.0, metavar="MS",
+                        help="bin size for figures in milliseconds (default: 50)")
     parser.add_argument("--label", help="column whose values group trials in figures (default: a guessed condition column)")
     parser.add_argument("--no-figures", action="store_true", help="write summary.json only")
     parser.set_defaults(run=run_explore)

@@ -510,7 +510,7 @@ def run_evaluate(args) -> int:
             json.dump(metrics, file, indent=2)
     return 0
 
-# %% ../nbs/21_cli_train.ipynb #76304155
+# %% ../nbs/21_cli_train.ipynb #d784d9c8
 def register(subparsers) -> None:
     "Add the `train` and `evaluate` subcommands."
     train = subparsers.add_parser(
@@ -521,8 +521,9 @@ def register(subparsers) -> None:
                     "synthetic session and its condition label.")
     train.add_argument("paths", nargs="*", metavar="PATH", help="NWB files, folders of NWB files, or a folder of audio files")
     train.add_argument("--label", help="column of the interval table to decode (default with no PATH: condition)")
-    train.add_argument("--trials", default="trials", metavar="TABLE",
-                       help="interval table whose rows are the trials (default: trials)")
+    train.add_argument("--trials", "--table", dest="trials", default="trials", metavar="TABLE",
+                       help="interval table whose rows are the trials (default: trials); --table is the same option, "
+                            "as in `neuroseq explore`")
     train.add_argument("--align", default="start_time", metavar="COLUMN",
                        help="column of the table with the alignment event, in seconds (default: start_time)")
     train.add_argument("--window", nargs=2, type=window_bound, default=(0.0, 1.0), metavar=("START_S", "STOP_S"),

@@ -424,3 +424,13 @@ def test_train_resume_after_ctrl_c_matches_full_run(tmp_path):
     resumed_metrics = json.loads((interrupted_dir / "metrics.json").read_text())
     assert resumed_metrics["accuracy"] == full_metrics["accuracy"]
     assert len(resumed_metrics["history"]) == 30
+
+
+def test_train_table_alias_of_trials(tmp_path):
+    nwb_file = shared_folder("data", "dandi000207") / "sub-4_ses-4_ecephys+image.nwb"
+    out = tmp_path / "model"
+    result = run_neuroseq("train", nwb_file, "--table", "recognition_table", "--label", "stimuli_type",
+                          "--model", "linear", "--epochs", "1", "--permutations", "0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["preprocessing"]["table"] == "recognition_table"

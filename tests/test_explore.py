@@ -286,3 +286,9 @@ def test_firing_rate_axis_has_labelled_ticks():
     labels = [tick.get_text() for tick in axis.get_xticklabels() if tick.get_text() and low <= tick.get_position()[0] <= high]
     plt.close(figure)
     assert len(labels) >= 2, labels
+
+
+def test_explore_trials_alias_of_table(tmp_path):
+    result = run_neuroseq("explore", "--trials", "nosuch", "--out", tmp_path / "out")
+    assert_one_line_error(result, "--table 'nosuch'")
+    assert not (tmp_path / "out").exists()
