@@ -44,7 +44,7 @@ def default_device(device: str | None = None) -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-# %% ../nbs/00_core.ipynb #d22fa4e6
+# %% ../nbs/00_core.ipynb #48f2072f
 def _use_default_permissions(path) -> None:
     "Give `path` the permissions of a newly created file (mkstemp makes it readable by its owner only)."
     umask = os.umask(0)
@@ -86,10 +86,10 @@ def atomic_path(path):
     _make_folder(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp" + path.suffix)
     os.close(handle)
-    _use_default_permissions(temporary)
     try:
         yield Path(temporary)
-        _use_default_permissions(temporary)  # some writers (safetensors) replace the file with an owner-only one
+        # Set after writing, because some writers (safetensors) replace the file with an owner-only one.
+        _use_default_permissions(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -23,7 +23,7 @@ __all__ = ['logger', 'SpikeGPT', 'poisson_loss', 'generate_spikes', 'poisson_log
 # %% ../nbs/06_generating_neural_data.ipynb #e51f7233
 logger = logging.getLogger(__name__)
 
-# %% ../nbs/06_generating_neural_data.ipynb #bb624243
+# %% ../nbs/06_generating_neural_data.ipynb #b9cc36be
 class SpikeGPT(nn.Module):
     """The causal decoder over bins of spike counts: (batch, bins, units) counts -> (batch, bins, units) log-rates.
 
@@ -62,9 +62,9 @@ class SpikeGPT(nn.Module):
         if self.bin_embedding is not None:
             last_position = first_position + x.shape[1]
             if last_position > self.config.context:
-                raise ValueError(f"this model embeds the bin index and knows {self.config.context} positions; "
-                                 f"got inputs up to position {last_position - 1}. Use trials of at most "
-                                 f"{self.config.context} bins.")
+                raise ValueError(f"this model has bin embeddings for {self.config.context} positions, but got "
+                                 f"inputs up to position {last_position - 1}; use trials of at most "
+                                 f"{self.config.context} bins")
             positions = torch.arange(first_position, last_position, device=x.device)
             x = x + self.bin_embedding(positions)[None]
         return x
@@ -80,7 +80,7 @@ def poisson_loss(log_rates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     observed = ~torch.isnan(counts)
     return F.poisson_nll_loss(log_rates[observed], counts[observed], log_input=True, full=False)
 
-# %% ../nbs/06_generating_neural_data.ipynb #034952b8
+# %% ../nbs/06_generating_neural_data.ipynb #d25e0866
 @torch.no_grad()
 def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.Tensor | None = None,
                     seed: int | None = None, use_cache: bool = True) -> torch.Tensor:
@@ -89,6 +89,9 @@ def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.T
     `labels` (trials,) give each trial's condition index for a conditional model. `seed` seeds the draws.
     `use_cache=False` recomputes all bins at every step, which is slow and only there to check the cache.
     """
+    if model.bin_embedding is not None and n_bins > model.config.context:
+        raise ValueError(f"this model has bin embeddings for {model.config.context} positions, but {n_bins} bins "
+                         f"were requested; ask for at most {model.config.context}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -112,15 +115,23 @@ def generate_spikes(model: SpikeGPT, n_trials: int, n_bins: int, labels: torch.T
     model.train(was_training)
     return counts
 
-# %% ../nbs/06_generating_neural_data.ipynb #066fe294
+# %% ../nbs/06_generating_neural_data.ipynb #9fa44721
+def _unit_log_likelihood(expected_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    "Return each unit's Poisson log-likelihood (units,) of counts (trials, bins, units) without the log y! term."
+    counts = np.asarray(counts, dtype=np.float64)
+    expected_counts = np.maximum(np.broadcast_to(np.asarray(expected_counts, dtype=np.float64), counts.shape), 1e-12)
+    observed = ~np.isnan(counts)
+    terms = np.where(observed, np.nan_to_num(counts) * np.log(expected_counts) - expected_counts, 0.0)
+    return terms.sum(axis=(0, 1))
+
+
 def poisson_log_likelihood(expected_counts: np.ndarray, counts: np.ndarray) -> float:
     "Return the summed Poisson log-likelihood of `counts` under `expected_counts` (same shape), skipping NaN counts."
     from scipy.special import gammaln
 
-    expected_counts = np.broadcast_to(np.asarray(expected_counts, dtype=np.float64), counts.shape)
-    observed = ~np.isnan(counts)
-    rate, count = np.maximum(expected_counts[observed], 1e-12), counts[observed]
-    return float(np.sum(count * np.log(rate) - rate - gammaln(count + 1)))
+    counts = np.asarray(counts, dtype=np.float64)
+    log_factorials = gammaln(counts[~np.isnan(counts)] + 1)
+    return float(_unit_log_likelihood(expected_counts, counts).sum() - log_factorials.sum())
 
 
 def bits_per_spike(expected_counts: np.ndarray, counts: np.ndarray, null_expected_counts: np.ndarray) -> float:
@@ -277,16 +288,7 @@ def plot_real_vs_generated(real: dict, generated: dict, units=(0, 1), title: str
     figure.tight_layout()
     return figure
 
-# %% ../nbs/06_generating_neural_data.ipynb #9f34611f
-def _unit_log_likelihood(expected_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    "Return each unit's Poisson log-likelihood (units,) of counts (trials, bins, units) without the log y! term."
-    counts = np.asarray(counts, dtype=np.float64)
-    expected_counts = np.maximum(np.broadcast_to(np.asarray(expected_counts, dtype=np.float64), counts.shape), 1e-12)
-    observed = ~np.isnan(counts)
-    terms = np.where(observed, np.nan_to_num(counts) * np.log(expected_counts) - expected_counts, 0.0)
-    return terms.sum(axis=(0, 1))
-
-
+# %% ../nbs/06_generating_neural_data.ipynb #c29f432c
 def unit_bits_per_spike(expected_counts: np.ndarray, counts: np.ndarray,
                         null_expected_counts: np.ndarray) -> np.ndarray:
     """Return the bits per spike of each unit (units,) on `counts` (trials, bins, units); NaN for a unit without spikes.
@@ -318,10 +320,11 @@ def fit_null_shrinkage(expected_counts: np.ndarray, counts: np.ndarray, null_exp
     candidates = np.asarray(candidates, dtype=np.float64)
     if candidates.ndim != 1 or len(candidates) == 0 or candidates.min() < 0 or candidates.max() > 1:
         raise ValueError(f"candidates must be a non-empty 1-D array of weights between 0 and 1, got {candidates}")
+    candidates = np.sort(candidates)  # argmax returns the first maximum, so ties go to the smaller weight
     n_units = np.shape(counts)[-1]
     log_likelihoods = np.stack([
         _unit_log_likelihood(shrink_toward_null(expected_counts, null_expected_counts, np.full(n_units, weight)),
                              counts)
-        for weight in np.sort(candidates)
+        for weight in candidates
     ])  # (candidates, units)
-    return np.sort(candidates)[np.argmax(log_likelihoods, axis=0)]
+    return candidates[np.argmax(log_likelihoods, axis=0)]

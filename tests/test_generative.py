@@ -104,7 +104,7 @@ def test_spike_gpt_bin_embedding_cache_equals_recompute():
     labels = torch.tensor([0, 1, 1, 0])
     cached = generate_spikes(model, 4, 30, labels, seed=3)
     assert torch.equal(cached, generate_spikes(model, 4, 30, labels, seed=3, use_cache=False))
-    with pytest.raises(ValueError, match="knows 30 positions"):
+    with pytest.raises(ValueError, match="bin embeddings for 30 positions"):
         generate_spikes(model, 4, 31, labels, seed=3)
 
 
